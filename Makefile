@@ -1,0 +1,64 @@
+# cablecar: two commands on a fresh machine.
+#   make demo   set up and run the chat demo (embedded in-memory pub/sub) at http://127.0.0.1:8080/
+#   make test   set up everything the tests need and run them all
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+
+.PHONY: demo test test-fast lint types bench setup sysdeps npmdeps clean
+
+demo: $(VENV)/.stamp
+	$(BIN)/cablecar demo --host 127.0.0.1 --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Without the browser, Node and service-backed tests.
+test-fast: $(VENV)/.stamp
+	$(BIN)/python -m pytest -m "not services and not browser and not node" $(PYTEST_ARGS)
+
+setup: sysdeps $(VENV)/.stamp npmdeps
+
+lint: $(VENV)/.stamp
+	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks
+
+types: $(VENV)/.stamp
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The Python environment: rebuilt when pyproject.toml changes.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $@
+
+# Debian packages the tests drive: Chromium (demo page), redis-server, PostgreSQL, nats-server
+# (throwaway instances on free ports), Ruby's Action Cable (the Rails reference server).
+SYSDEPS_BINS := chromium redis-server nats-server puma
+sysdeps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v puma >/dev/null || missing="$$missing puma"; \
+	ruby -e 'require "action_cable"' 2>/dev/null || missing="$$missing ruby ruby-actioncable ruby-redis"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+npmdeps: tests/js/node_modules/.stamp
+tests/js/node_modules/.stamp: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && (npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error)
+	touch $@
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,195 @@
+"""The ``cablecar`` command: ``serve``, ``demo``, ``listen``, ``perform``, ``broadcast``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+
+__all__ = ["load_cable", "main"]
+
+logger = logging.getLogger("cablecar.cli")
+
+
+def load_cable(target: str) -> Any:
+    """Import ``module:attr`` or ``path/to/file.py:attr`` (``attr`` defaults to ``cable``).
+
+    Raises:
+        SystemExit: the module or attribute cannot be found (with a clear message).
+    """
+    module_name, _, attr = target.partition(":")
+    attr = attr or "cable"
+    if module_name.endswith(".py") or os.sep in module_name:
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise SystemExit(f"cablecar: no such file: {module_name}")
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"cablecar: cannot load {module_name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise SystemExit(f"cablecar: cannot import {module_name!r}: {exc}") from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"cablecar: {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .errors import ConfigurationError
+    from .pubsub import adapter_from_url
+    from .pubsub.memory import MemoryPubSub
+    from .server import Cable
+    from .transports.standalone import run
+
+    if args.workers > 1:
+        url = args.pubsub or ""
+        if not url or url.startswith("memory"):
+            cable = load_cable(args.app) if not url else None
+            is_memory = url.startswith("memory") or (
+                isinstance(cable, Cable) and isinstance(cable.pubsub, MemoryPubSub)
+            )
+            if is_memory:
+                print(
+                    "cablecar: --workers N > 1 needs a cross-process pub/sub adapter "
+                    "(--pubsub redis://..., postgresql://... or nats://...): with the in-memory "
+                    "adapter a broadcast in one worker would never reach clients of the others",
+                    file=sys.stderr,
+                )
+                return 2
+        return _run_workers(args)
+    cable = load_cable(args.app)
+    if not isinstance(cable, Cable):
+        print(f"cablecar: {args.app} is not a cablecar.Cable", file=sys.stderr)
+        return 2
+    if args.pubsub:
+        try:
+            cable.pubsub = adapter_from_url(args.pubsub, channel_prefix=args.channel_prefix)
+        except ConfigurationError as exc:
+            print(f"cablecar: {exc}", file=sys.stderr)
+            return 2
+        cable.pubsub_url = args.pubsub
+        cable.hub.adapter = cable.pubsub
+    if args.allowed_origins:
+        from .server import _compile_origins
+
+        origins: Any = "*" if args.allowed_origins == ["*"] else args.allowed_origins
+        cable.allowed_origins = origins
+        cable._origin_any, cable._origins = _compile_origins(origins)
+
+    def ready(server: Any) -> None:
+        print(
+            f"cablecar {__version__} serving {args.app} at {server.url} (pid {os.getpid()})",
+            flush=True,
+        )
+
+    run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
+    return 0
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """Start N worker processes sharing the port with SO_REUSEPORT; forward signals."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cablecar",
+        "serve",
+        args.app,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--reuse-port",
+        "--log-level",
+        args.log_level,
+    ]
+    if args.pubsub:
+        cmd += ["--pubsub", args.pubsub]
+    if args.channel_prefix:
+        cmd += ["--channel-prefix", args.channel_prefix]
+    for origin in args.allowed_origins or ():
+        cmd += ["--allowed-origin", origin]
+    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    print(
+        f"cablecar: {args.workers} workers on port {args.port}: pids {[p.pid for p in procs]}",
+        flush=True,
+    )
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes, default=0)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cablecar", description="Action Cable for Python")
+    parser.add_argument("--version", action="version", version=f"cablecar {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a Cable: cablecar serve app:cable")
+    serve.add_argument("app", help="module:attr or path/to/file.py:attr naming a cablecar.Cable")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--pubsub",
+        "--adapter",
+        dest="pubsub",
+        default=None,
+        help="pub/sub URL: memory:// (default), redis://..., postgresql://..., nats://...",
+    )
+    serve.add_argument(
+        "--channel-prefix", default=None, help="prefix for stream names in the pub/sub service"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        help="allow this browser Origin (repeatable; '*' allows all)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+    for module in ("cablecar.demo.cli", "cablecar.client.cli", "cablecar._cli_broadcast"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.add_subcommand(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cablecar`` command; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = args.func(args)
+    return int(result or 0)

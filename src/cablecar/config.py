@@ -1,0 +1,64 @@
+"""Every limit and setting of a cable, with its default, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol.constants import DEFAULT_MOUNT_PATH, PING_INTERVAL
+
+__all__ = ["CableConfig"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(slots=True)
+class CableConfig:
+    """Settings of a :class:`~cablecar.Cable`; pass any of them to ``Cable(...)`` as keywords.
+
+    Example::
+
+        cable = Cable(connection=AppConnection, channels=[ChatChannel],
+                      max_message_size=256 * 1024, max_subscriptions=50)
+    """
+
+    #: URL path of the WebSocket endpoint.
+    mount_path: str = DEFAULT_MOUNT_PATH
+    #: Path answering ``200 {"status":"ok",...}`` to plain GETs (``None`` to turn it off).
+    health_path: str | None = "/health"
+    #: Seconds between pings to every client (Action Cable: 3).
+    ping_interval: float = PING_INTERVAL
+    #: Largest message a client may send (one frame or a reassembled fragmented
+    #: message); a larger one closes the socket with code 1009.
+    max_message_size: int = 1 * MiB
+    #: Subscriptions one connection may hold; more are answered ``reject_subscription``.
+    max_subscriptions: int = 256
+    #: Sustained commands per second per connection (token bucket refill rate).
+    max_commands_per_second: float = 100.0
+    #: Commands a connection may send in one burst (token bucket size). Over the
+    #: limit a command is refused and logged; a client that keeps going past twice
+    #: the burst is disconnected (reason ``too_many_commands``).
+    command_burst: int = 500
+    #: Output a connection may have pending (unsent) before it counts as a slow
+    #: consumer and is cut with ``disconnect`` reason ``too_slow``, ``reconnect: true``.
+    max_pending_output: int = 4 * MiB
+    #: Connections one process accepts; more are refused with HTTP 503.
+    max_connections: int = 50_000
+    #: Seconds a new socket has to send a complete upgrade request.
+    handshake_timeout: float = 10.0
+    #: Seconds ``Connection.connect`` may take before the socket is closed.
+    connect_timeout: float = 10.0
+    #: Largest HTTP request head (request line plus headers); more gets HTTP 431.
+    max_header_size: int = 16 * KiB
+    #: Largest plain-HTTP request body an ``http_handler`` is given; more gets 413.
+    max_http_body: int = 1 * MiB
+    #: Seconds to wait for a client's close frame, and for a closing socket to flush.
+    close_timeout: float = 5.0
+    #: Seconds a graceful shutdown waits for actions in flight.
+    shutdown_timeout: float = 10.0
+    #: Threads that run plain ``def`` channel and connection methods.
+    worker_pool_size: int = 8
+    #: Parameter names whose values are masked in logs (substring match, case-insensitive).
+    filter_parameters: tuple[str, ...] = field(
+        default=("password", "passwd", "secret", "token", "api_key", "authorization", "session")
+    )

@@ -1,0 +1,84 @@
+"""Every exception cablecar raises, in one tree.
+
+::
+
+    CablecarError
+    ├── ProtocolViolation          the client's fault: answered with a frame or a log line
+    │   ├── InvalidCommand         a frame that is not a well-formed Action Cable command
+    │   ├── UnknownChannel         the identifier names no registered channel
+    │   └── ActionNotAllowed       the action is not a public method of the user's channel
+    ├── ConfigurationError         the developer's fault (bad settings, bad adapter URL)
+    ├── AdapterError               the pub/sub service failed (Redis, PostgreSQL, NATS)
+    ├── SubscriptionRejected       (client) the server answered reject_subscription
+    └── ConnectionRejected         (client) the server refused the connection (unauthorized)
+
+Client faults never escape a session: each becomes a frame, a log line or a bounded
+disconnect.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionNotAllowed",
+    "AdapterError",
+    "CablecarError",
+    "ConfigurationError",
+    "ConnectionRejected",
+    "InvalidCommand",
+    "ProtocolViolation",
+    "SubscriptionRejected",
+    "UnknownChannel",
+]
+
+
+class CablecarError(Exception):
+    """Base class of every cablecar error."""
+
+
+class ProtocolViolation(CablecarError):
+    """The client sent something the protocol does not allow."""
+
+
+class InvalidCommand(ProtocolViolation):
+    """A frame that is not a well-formed Action Cable command.
+
+    Attributes:
+        kind: a short, stable name for the kind of fault (``"not_json"``,
+            ``"bad_identifier"``, ...), used to log each kind once per connection.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+class UnknownChannel(ProtocolViolation):
+    """The identifier's ``channel`` names no registered channel."""
+
+
+class ActionNotAllowed(ProtocolViolation):
+    """The action is not a public method defined on the user's channel class."""
+
+
+class ConfigurationError(CablecarError):
+    """Settings that cannot work (a bad adapter URL, a missing extra, ...)."""
+
+
+class AdapterError(CablecarError):
+    """The pub/sub service failed."""
+
+
+class SubscriptionRejected(CablecarError):
+    """The server answered a subscribe with ``reject_subscription``."""
+
+
+class ConnectionRejected(CablecarError):
+    """The server closed the connection before or instead of ``welcome``.
+
+    Attributes:
+        reason: the ``disconnect`` frame's reason (``"unauthorized"``, ...), if any.
+    """
+
+    def __init__(self, reason: str | None, message: str | None = None) -> None:
+        super().__init__(message or f"connection rejected: {reason}")
+        self.reason = reason

@@ -1,0 +1,33 @@
+"""The Action Cable protocol, sans I/O: commands in, frames out. Imports no asyncio."""
+
+from __future__ import annotations
+
+from . import frames
+from .commands import AnyCommand, Perform, Subscribe, Unsubscribe, parse_command, parse_identifier
+from .constants import (
+    DEFAULT_MOUNT_PATH,
+    PING_INTERVAL,
+    SUBPROTOCOLS,
+    Command,
+    DisconnectReason,
+    MessageType,
+)
+from .negotiation import choose_subprotocol, parse_subprotocols
+
+__all__ = [
+    "DEFAULT_MOUNT_PATH",
+    "PING_INTERVAL",
+    "SUBPROTOCOLS",
+    "AnyCommand",
+    "Command",
+    "DisconnectReason",
+    "MessageType",
+    "Perform",
+    "Subscribe",
+    "Unsubscribe",
+    "choose_subprotocol",
+    "frames",
+    "parse_command",
+    "parse_identifier",
+    "parse_subprotocols",
+]

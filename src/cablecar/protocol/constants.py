@@ -1,0 +1,52 @@
+"""Action Cable protocol constants (``ActionCable::INTERNAL``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "DEFAULT_MOUNT_PATH",
+    "PING_INTERVAL",
+    "SUBPROTOCOLS",
+    "Command",
+    "DisconnectReason",
+    "MessageType",
+]
+
+#: Where the cable is served by default.
+DEFAULT_MOUNT_PATH = "/cable"
+
+#: Seconds between pings (``Server::Connections::BEAT_INTERVAL``).
+PING_INTERVAL = 3.0
+
+#: Subprotocols this server speaks, in order of preference.
+SUBPROTOCOLS = ("actioncable-v1-json",)
+
+
+class MessageType(StrEnum):
+    """The ``type`` of a server frame."""
+
+    WELCOME = "welcome"
+    DISCONNECT = "disconnect"
+    PING = "ping"
+    CONFIRMATION = "confirm_subscription"
+    REJECTION = "reject_subscription"
+
+
+class DisconnectReason(StrEnum):
+    """The ``reason`` of a ``disconnect`` frame."""
+
+    UNAUTHORIZED = "unauthorized"
+    INVALID_REQUEST = "invalid_request"
+    SERVER_RESTART = "server_restart"
+    REMOTE = "remote"
+    TOO_SLOW = "too_slow"
+    TOO_MANY_COMMANDS = "too_many_commands"
+
+
+class Command(StrEnum):
+    """The ``command`` of a client frame."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    MESSAGE = "message"

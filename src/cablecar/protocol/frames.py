@@ -1,0 +1,58 @@
+"""Server frames as JSON bytes (the WebSocket framing is the transport's job).
+
+The data frame is spliced from bytes: the broadcast payload, already JSON, is never
+decoded or re-encoded (``{"identifier":<id>,"message":<payload>}``).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from .constants import DisconnectReason, MessageType
+
+__all__ = [
+    "WELCOME",
+    "confirm",
+    "data_frame",
+    "disconnect",
+    "encode_identifier",
+    "ping",
+    "reject",
+]
+
+WELCOME = b'{"type":"welcome"}'
+
+
+def ping(now: int) -> bytes:
+    """``{"type":"ping","message":<unix seconds>}``."""
+    return b'{"type":"ping","message":%d}' % now
+
+
+def encode_identifier(identifier: str) -> bytes:
+    """The identifier as a JSON string, ready to splice into frames."""
+    return orjson.dumps(identifier)
+
+
+def confirm(identifier_json: bytes) -> bytes:
+    """``confirm_subscription`` echoing the identifier byte for byte."""
+    return b'{"identifier":%s,"type":"confirm_subscription"}' % identifier_json
+
+
+def reject(identifier_json: bytes) -> bytes:
+    """``reject_subscription`` echoing the identifier byte for byte."""
+    return b'{"identifier":%s,"type":"reject_subscription"}' % identifier_json
+
+
+def disconnect(reason: DisconnectReason | str | None, reconnect: bool) -> bytes:
+    """``disconnect``, always with both ``reason`` and ``reconnect``."""
+    return orjson.dumps(
+        {"type": MessageType.DISCONNECT.value, "reason": reason, "reconnect": reconnect}
+    )
+
+
+def data_frame(identifier_json: bytes, payload: bytes) -> bytes:
+    """``{"identifier":...,"message":<payload>}``; ``payload`` is JSON bytes.
+
+    Hot path: one bytes join, no JSON work.
+    """
+    return b'{"identifier":' + identifier_json + b',"message":' + payload + b"}"

@@ -1,0 +1,184 @@
+"""The hub: which local subscriptions listen to which stream, and the fan-out.
+
+Invariants:
+
+1. A stream is subscribed in the adapter while, and only while, it has at least one
+   local subscriber (reference counting); adapter calls for one stream are
+   serialized by a per-stream lock, so a quick unsubscribe/subscribe cannot leave
+   the adapter in the wrong state.
+2. ``deliver`` never awaits and never changes membership: sinks only schedule their
+   own removal (closing is deferred to the loop), so iterating the groups is safe.
+3. Fast-path members are grouped by ``(identifier JSON, sink kind)``: one data frame
+   and one transport frame per group, the same object written to every member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from .pubsub.base import PubSub
+
+if TYPE_CHECKING:
+    from .channel import Channel, StreamCallback
+    from .transports.base import Sink
+
+__all__ = ["Hub"]
+
+logger = logging.getLogger("cablecar.streams")
+
+_GroupKey = tuple[bytes, Callable[[bytes], Any]]
+
+
+class Hub:
+    """Fan-out of broadcasts to this process's subscribers."""
+
+    def __init__(self, adapter: PubSub) -> None:
+        self.adapter = adapter
+        self._groups: dict[str, dict[_GroupKey, dict[Sink, None]]] = {}
+        self._slow: dict[str, dict[Channel, StreamCallback]] = {}
+        self._counts: dict[str, int] = {}
+        self._live: set[str] = set()
+        self._locks: dict[str, list[Any]] = {}  # stream -> [lock, users]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._system: dict[str, Callable[[bytes], None]] = {}
+        #: Broadcast deliveries written (fast path) since start.
+        self.deliveries = 0
+
+    # -- delivery (called by the adapter) --------------------------------------------------
+
+    def deliver(self, stream: str, payload: bytes) -> None:
+        """Write ``payload`` to every local subscriber of ``stream``.
+
+        Hot path: no JSON work, no awaits, one frame per group, nothing allocated
+        per recipient.
+        """
+        groups = self._groups.get(stream)
+        if groups is not None:
+            n = 0
+            for (identifier_json, prepare), sinks in groups.items():
+                wire = prepare(
+                    b'{"identifier":' + identifier_json + b',"message":' + payload + b"}"
+                )
+                for sink in sinks:
+                    sink.send_prepared(wire)
+                n += len(sinks)
+            self.deliveries += n
+        slow = self._slow.get(stream)
+        if slow:
+            try:
+                message = _json.loads(payload)
+            except ValueError:
+                logger.warning(
+                    "broadcast on %r is not JSON; custom stream callbacks skipped", stream
+                )
+                message = None
+            else:
+                for channel, callback in list(slow.items()):
+                    channel._session.stream_callback(channel, callback, message)
+        system = self._system.get(stream)
+        if system is not None:
+            system(payload)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def add(self, stream: str, channel: Channel, callback: StreamCallback | None) -> bool:
+        """Add a subscriber; True when the stream still has to become live (await
+        :meth:`ensure_live`)."""
+        if callback is None:
+            sink = channel._session.sink
+            key = (channel._identifier_json, type(sink).prepare)
+            self._groups.setdefault(stream, {}).setdefault(key, {})[sink] = None
+        else:
+            self._slow.setdefault(stream, {})[channel] = callback
+        self._counts[stream] = self._counts.get(stream, 0) + 1
+        return stream not in self._live
+
+    def remove(self, stream: str, channel: Channel, callback: StreamCallback | None) -> None:
+        """Remove a subscriber; the last one out unsubscribes the adapter (in the background)."""
+        if callback is None:
+            groups = self._groups.get(stream)
+            if groups is not None:
+                sink = channel._session.sink
+                key = (channel._identifier_json, type(sink).prepare)
+                sinks = groups.get(key)
+                if sinks is not None and sinks.pop(sink, 0) is None:
+                    if not sinks:
+                        del groups[key]
+                        if not groups:
+                            del self._groups[stream]
+                else:
+                    return
+            else:
+                return
+        else:
+            slow = self._slow.get(stream)
+            if slow is None or slow.pop(channel, None) is None:
+                return
+            if not slow:
+                del self._slow[stream]
+        count = self._counts[stream] - 1
+        if count:
+            self._counts[stream] = count
+        else:
+            del self._counts[stream]
+            self._spawn(self._sync(stream))
+
+    async def ensure_live(self, stream: str) -> None:
+        """Return once ``stream`` is subscribed in the adapter (if it still has subscribers)."""
+        if stream not in self._live:
+            await self._sync(stream)
+
+    async def add_system(self, stream: str, handler: Callable[[bytes], None]) -> None:
+        """Route a stream to an internal handler (the remote-control stream)."""
+        self._system[stream] = handler
+        self._counts[stream] = self._counts.get(stream, 0) + 1
+        await self._sync(stream)
+
+    async def _sync(self, stream: str) -> None:
+        entry = self._locks.get(stream)
+        if entry is None:
+            entry = self._locks[stream] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                wanted = stream in self._counts
+                if wanted and stream not in self._live:
+                    await self.adapter.subscribe(stream)
+                    self._live.add(stream)
+                elif not wanted and stream in self._live:
+                    self._live.discard(stream)
+                    await self.adapter.unsubscribe(stream)
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[stream]
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("pub/sub unsubscribe failed", exc_info=task.exception())
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def streams(self) -> list[str]:
+        """Streams with local subscribers."""
+        return [s for s in self._counts if s not in self._system]
+
+    def subscriber_count(self, stream: str) -> int:
+        """Local subscribers of ``stream``."""
+        return self._counts.get(stream, 0)
+
+    async def close(self) -> None:
+        """Wait for background adapter calls to finish."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

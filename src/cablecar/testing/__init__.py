@@ -1,0 +1,1 @@
+"""Helpers for testing applications built on cablecar."""

@@ -1,0 +1,1 @@
+"""Transports turn sockets into sessions: ``standalone`` (our own server) and ``asgi``."""

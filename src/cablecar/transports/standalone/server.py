@@ -1,0 +1,490 @@
+"""The standalone WebSocket server: one ``asyncio.Protocol`` per socket.
+
+Invariants:
+
+1. Before the upgrade completes a socket holds at most ``max_header_size`` (plus
+   ``max_http_body`` for plain requests) bytes and lives at most
+   ``handshake_timeout`` seconds.
+2. After it, the socket's output goes straight to the transport: a broadcast is one
+   ``transport.write`` of a frame built once for every recipient. The transport's
+   high-water mark is ``max_pending_output``: passing it (``pause_writing``) cuts the
+   client as a slow consumer, so a stalled client cannot grow the server's memory.
+3. Every socket is closed within ``close_timeout`` of the server deciding to close
+   it, whether or not the client cooperates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from ... import _json
+from ...http import Request, Response
+from ...protocol import DisconnectReason, choose_subprotocol, parse_subprotocols
+from ...session import Session, State
+from .framing import (
+    CloseCode,
+    FrameError,
+    FrameParser,
+    Opcode,
+    build_close,
+    build_frame,
+    parse_close,
+    text_frame,
+)
+from .http import (
+    HandshakeError,
+    build_response,
+    build_switching_protocols,
+    parse_head,
+    validate_upgrade,
+)
+
+if TYPE_CHECKING:
+    from ...server import Cable
+
+__all__ = ["HTTPHandler", "Server", "run", "serve"]
+
+logger = logging.getLogger("cablecar.server")
+
+#: ``async def handler(request) -> Response | None`` for plain HTTP requests.
+HTTPHandler = Callable[[Request], Awaitable[Response | None]]
+
+
+class _Socket(asyncio.Protocol):
+    """One client socket; also the session's :class:`~cablecar.transports.base.Sink`."""
+
+    __slots__ = (
+        "_buf",
+        "_closer",
+        "_parser",
+        "_timer",
+        "closing",
+        "server",
+        "session",
+        "transport",
+    )
+
+    prepare: ClassVar[Callable[[bytes], bytes]] = staticmethod(text_frame)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self._buf = b""
+        self._parser: FrameParser | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closer: asyncio.TimerHandle | None = None
+        self.closing = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but quack like one.
+        self.transport = cast(asyncio.Transport, transport)
+        cfg = self.server.cable.config
+        self.transport.set_write_buffer_limits(high=cfg.max_pending_output)
+        self.server._sockets[self] = None
+        self._timer = self.server.loop.call_later(cfg.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            self._handshake_data(data)
+            return
+        try:
+            frames = parser.feed(data)
+        except FrameError as exc:
+            self._protocol_error(exc.code, exc.reason)
+            return
+        session = self.session
+        assert session is not None
+        for frame in frames:
+            op = frame.opcode
+            if op == Opcode.TEXT:
+                session.receive(frame.payload)
+            elif op == Opcode.PING:
+                self._write(build_frame(Opcode.PONG, frame.payload))
+            elif op == Opcode.CLOSE:
+                self._peer_closed(frame.payload)
+                return
+            elif op == Opcode.BINARY:
+                session.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
+            # PONG: nothing to do
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._timer, self._closer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._closer = None
+        self.closing = True
+        self.server._sockets.pop(self, None)
+        if self.session is not None:
+            self.session.transport_closed()
+
+    def pause_writing(self) -> None:
+        # Called from inside transport.write(): defer, the hub may be iterating.
+        if self.session is not None and not self.closing:
+            self.server.loop.call_soon(self.session.too_slow)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- Sink -------------------------------------------------------------------------
+
+    def send_prepared(self, wire: bytes) -> None:
+        # Hot path: one buffered write; no JSON, no framing, no await.
+        self.transport.write(wire)  # type: ignore[union-attr]
+
+    def send(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(text_frame(data))  # type: ignore[union-attr]
+
+    def close(self, code: int = CloseCode.NORMAL) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.write(build_close(code))
+        self.transport.close()
+        self._closer = self.server.loop.call_later(
+            self.server.cable.config.close_timeout, self._abort
+        )
+
+    # -- handshake --------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self._buf + data
+        cfg = self.server.cable.config
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > cfg.max_header_size:
+                self._http_error(431, "request head too large")
+            else:
+                self._buf = buf
+            return
+        if end > cfg.max_header_size:
+            self._http_error(431, "request head too large")
+            return
+        try:
+            head = parse_head(buf[:end])
+        except HandshakeError as exc:
+            self._http_error(exc.status, exc.reason, exc.headers)
+            return
+        rest = buf[end + 4 :]
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        client = (
+            (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        )
+        request = Request(head.method, head.path, head.query_string, head.headers, client)
+        if head.path == cfg.mount_path or head.path == cfg.mount_path + "/":
+            self._buf = b""
+            self._upgrade(request, rest)
+            return
+        # A plain HTTP request: wait for its body, then answer and close.
+        length_text = head.headers.get("content-length", "0")
+        if "transfer-encoding" in head.headers:
+            self._http_error(411, "chunked bodies are not accepted; send Content-Length")
+            return
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._http_error(400, "bad Content-Length")
+            return
+        if length > cfg.max_http_body:
+            self._http_error(413, "request body too large")
+            return
+        if len(rest) < length:
+            self._buf = buf
+            return
+        request.body = rest[:length]
+        self._buf = b""
+        self._cancel_timer()
+        self.closing = True  # nothing more is read from this socket
+        self.server._spawn(self._answer_http(request))
+
+    def _upgrade(self, request: Request, rest: bytes) -> None:
+        server = self.server
+        cable = server.cable
+        try:
+            key = validate_upgrade(_head_of(request))
+        except HandshakeError as exc:
+            self._http_error(exc.status, exc.reason, exc.headers)
+            return
+        if not cable.check_origin(request):
+            logger.warning("refused a connection from origin %r (allowed_origins)", request.origin)
+            self._http_error(403, "origin not allowed")
+            return
+        if not cable.can_accept():
+            logger.warning(
+                "refused a connection: %d connections open (max_connections)", len(cable._sessions)
+            )
+            self._http_error(503, "server busy", (("Retry-After", "5"),))
+            return
+        self._cancel_timer()
+        subprotocol = choose_subprotocol(
+            parse_subprotocols(request.headers.get("sec-websocket-protocol"))
+        )
+        assert self.transport is not None
+        self.transport.write(build_switching_protocols(key, subprotocol))
+        self._parser = FrameParser(cable.config.max_message_size)
+        self.session = Session(cable, self, request, subprotocol)
+        self.session.start()
+        if rest:
+            self.data_received(rest)
+
+    async def _answer_http(self, request: Request) -> None:
+        cable = self.server.cable
+        cfg = cable.config
+        head_only = request.method == "HEAD"
+        try:
+            if (
+                cfg.health_path is not None
+                and request.path == cfg.health_path
+                and request.method in ("GET", "HEAD")
+            ):
+                stats = cable.statistics()
+                response: Response | None = Response.json(stats, 200 if cable.running else 503)
+            elif self.server.http_handler is not None:
+                response = await self.server.http_handler(request)
+            else:
+                response = None
+            if response is None:
+                response = Response("not found\n", 404)
+        except Exception:
+            logger.exception("http_handler raised for %s %s", request.method, request.path)
+            response = Response("internal server error\n", 500)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                build_response(
+                    response.status,
+                    response.body,
+                    response.content_type,
+                    response.headers,
+                    head_only,
+                )
+            )
+            self.transport.close()
+
+    # -- closing ----------------------------------------------------------------------
+
+    def _http_error(
+        self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._cancel_timer()
+        self.closing = True
+        if self.transport is not None:
+            body = _json.dumps({"error": reason})
+            self.transport.write(build_response(status, body, "application/json", headers))
+            self.transport.close()
+
+    def _protocol_error(self, code: int, reason: str) -> None:
+        session = self.session
+        assert session is not None
+        session.warn_once(f"frame_{code}", "closing with code %d: %s", code, reason)
+        why = (
+            "message_too_big"
+            if code == CloseCode.MESSAGE_TOO_BIG
+            else DisconnectReason.INVALID_REQUEST
+        )
+        session.close(why, True, code)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        code, _reason = parse_close(payload)
+        if self.transport is None:
+            return
+        if not self.closing:
+            self.closing = True
+            self.transport.write(build_close(CloseCode.NORMAL if code == 1005 else code))
+            self.transport.close()
+            self._closer = self.server.loop.call_later(
+                self.server.cable.config.close_timeout, self._abort
+            )
+        if self.session is not None and self.session.state < State.CLOSING:
+            self.session.state = State.CLOSING  # the client is leaving; nothing more to send
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self._parser is None and not self.closing:
+            logger.info(
+                "closing a socket that sent no complete request in %ss",
+                self.server.cable.config.handshake_timeout,
+            )
+            self._http_error(408, "request timeout")
+            self._closer = self.server.loop.call_later(1.0, self._abort)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _abort(self) -> None:
+        self._closer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _write(self, data: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+
+def _head_of(request: Request) -> Any:
+    from .http import RequestHead
+
+    return RequestHead(request.method, request.path, request.query_string, request.headers)
+
+
+class Server:
+    """A running standalone server (see :func:`serve`)."""
+
+    def __init__(self, cable: Cable, http_handler: HTTPHandler | None = None) -> None:
+        self.cable = cable
+        self.http_handler = http_handler
+        self.loop = asyncio.get_running_loop()
+        self._server: asyncio.Server | None = None
+        self._sockets: dict[_Socket, None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+
+    async def _start(
+        self,
+        host: str | None,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+        backlog: int = 4096,
+    ) -> None:
+        await self.cable.start()
+        if sock is not None:
+            self._server = await self.loop.create_server(
+                lambda: _Socket(self), sock=sock, backlog=backlog
+            )
+        else:
+            self._server = await self.loop.create_server(
+                lambda: _Socket(self), host, port, reuse_port=reuse_port or None, backlog=backlog
+            )
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/cable``."""
+        assert self._server is not None
+        host = self._server.sockets[0].getsockname()[0]
+        return f"ws://{host}:{self.port}{self.cable.config.mount_path}"
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        """Stop accepting, tell every client ``server_restart`` (``reconnect: true``),
+        let actions in flight finish (up to ``timeout``), close the adapter."""
+        if self._server is not None:
+            self._server.close()
+        await self.cable.stop(timeout=timeout)
+        # Sockets got their close frame; the transports flush and close (bounded by
+        # close_timeout, after which each aborts by itself). Whatever remains is aborted.
+        for sock in list(self._sockets):
+            if sock.transport is not None:
+                sock.transport.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        self._closed.set()
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`close` is called."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve(
+    cable: Cable,
+    host: str | None = "127.0.0.1",
+    port: int = 8080,
+    *,
+    http_handler: HTTPHandler | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    backlog: int = 4096,
+) -> Server:
+    """Start serving ``cable`` at ``ws://host:port/cable``; returns the running server.
+
+    Example::
+
+        server = await serve(cable, "127.0.0.1", 0)
+        print(server.url)
+        await server.close()
+
+    Args:
+        http_handler: answers plain HTTP requests on other paths (``None``: 404).
+        reuse_port: bind with ``SO_REUSEPORT`` (several worker processes on one port).
+    """
+    server = Server(cable, http_handler)
+    await server._start(host, port, sock=sock, reuse_port=reuse_port, backlog=backlog)
+    return server
+
+
+def run(
+    cable: Cable,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    http_handler: HTTPHandler | None = None,
+    reuse_port: bool = False,
+    on_ready: Callable[[Server], None] | None = None,
+    use_uvloop: bool = True,
+) -> None:
+    """Serve until SIGINT/SIGTERM; the first signal shuts down gracefully, a second
+    one exits at once."""
+
+    async def main() -> None:
+        server = await serve(cable, host, port, http_handler=http_handler, reuse_port=reuse_port)
+        loop = asyncio.get_running_loop()
+        stopping = False
+        closing: list[asyncio.Task[None]] = []
+
+        def on_signal() -> None:
+            nonlocal stopping
+            if stopping:
+                logger.warning("second signal: exiting now")
+                os._exit(1)
+            stopping = True
+            logger.info("shutting down (signal)")
+            closing.append(loop.create_task(server.close()))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        if on_ready is not None:
+            on_ready(server)
+        await server.serve_forever()
+
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
