@@ -1,0 +1,122 @@
+"""The broadcast fast path: JSON encoded once, one frame per identifier group, the same
+bytes written to every recipient. Counted, not timed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import resource
+from typing import Any
+
+import orjson
+import pytest
+
+from cablecar import Cable, Channel, _json
+from cablecar.transports.standalone import server as standalone
+
+from .conftest import TIMEOUT
+
+N = 1000
+
+
+class FeedChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_from("feed")
+
+
+def _masked(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    _b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return await reader.readexactly(n)
+
+
+async def _client(port: int, identifier: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /cable HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+        ).encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    assert orjson.loads(await _read_frame(reader)) == {"type": "welcome"}
+    writer.write(_masked(orjson.dumps({"command": "subscribe", "identifier": identifier})))
+    assert orjson.loads(await _read_frame(reader))["type"] == "confirm_subscription"
+    return reader, writer
+
+
+@pytest.fixture(autouse=True)
+def _enough_file_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * N:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * N), hard))
+
+
+async def test_broadcast_to_1000_subscribers_encodes_once_and_frames_once_per_group(
+    cablecar_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 subscribers in two identifier groups: one JSON encode for the broadcast,
+    two frames built (one per group), zero JSON decodes, and every subscriber gets
+    exactly the same bytes as the others in its group."""
+    cable = Cable(channels=[FeedChannel], ping_interval=3600)
+    server = await cablecar_server(cable)
+    ident_a = '{"channel":"FeedChannel"}'
+    ident_b = '{"channel":"FeedChannel","v":2}'
+    clients = await asyncio.gather(
+        *(_client(server.port, ident_a if i % 2 else ident_b) for i in range(N))
+    )
+    assert cable.hub.subscriber_count("feed") == N
+
+    counts = {"dumps": 0, "loads": 0, "frames": 0}
+    real_dumps, real_loads, real_frame = _json.dumps, _json.loads, standalone._Socket.prepare
+
+    def dumps(value: Any) -> bytes:
+        counts["dumps"] += 1
+        return real_dumps(value)
+
+    def loads(data: Any) -> Any:
+        counts["loads"] += 1
+        return real_loads(data)
+
+    def frame(data: bytes) -> bytes:
+        counts["frames"] += 1
+        return real_frame(data)
+
+    monkeypatch.setattr(_json, "dumps", dumps)
+    monkeypatch.setattr(_json, "loads", loads)
+    monkeypatch.setattr(standalone._Socket, "prepare", staticmethod(frame))
+    # The group key holds the prepare function: re-key the groups so the counter is used.
+    groups = cable.hub._groups["feed"]
+    cable.hub._groups["feed"] = {(k[0], frame): v for k, v in groups.items()}
+
+    deliveries_before = cable.hub.deliveries
+    await cable.broadcast("feed", {"text": "hello, everyone", "n": 1})
+
+    assert counts == {"dumps": 1, "loads": 0, "frames": 2}
+    assert cable.hub.deliveries - deliveries_before == N
+
+    received = await asyncio.wait_for(
+        asyncio.gather(*(_read_frame(r) for r, _w in clients)), TIMEOUT * 2
+    )
+    by_identifier: dict[str, set[bytes]] = {}
+    for raw in received:
+        msg = orjson.loads(raw)
+        assert msg["message"] == {"text": "hello, everyone", "n": 1}
+        by_identifier.setdefault(msg["identifier"], set()).add(raw)
+    assert {k: len(v) for k, v in by_identifier.items()} == {ident_a: 1, ident_b: 1}
+    for _r, w in clients:
+        w.close()
