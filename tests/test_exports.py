@@ -1,0 +1,45 @@
+"""The public surface of the package is exactly the documented one, and light to import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cablecar
+
+PUBLIC = {
+    "ActionNotAllowed", "AdapterError", "Broadcaster", "Cable", "CableConfig", "CablecarError",
+    "Channel", "ConfigurationError", "Connection", "ConnectionRejected", "InvalidCommand",
+    "ProtocolViolation", "Request", "Response", "SubscriptionRejected", "UnknownChannel",
+    "__version__", "after_subscribe", "after_unsubscribe", "before_subscribe",
+    "before_unsubscribe", "periodically", "rescue_from",
+}  # fmt: skip
+
+
+def test_all_is_the_documented_api() -> None:
+    assert set(cablecar.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(cablecar, name) is not None
+
+
+def test_channel_base_keeps_common_action_names_free() -> None:
+    """Users may define actions named broadcast, echo, send, receive, speak...: the base
+    class defines none of them."""
+    public = {n for n in dir(cablecar.Channel) if not n.startswith("_")}
+    assert public == {
+        "broadcast_to", "broadcasting_for", "channel_name", "logger", "rejected", "reject",
+        "stop_all_streams", "stop_stream_for", "stop_stream_from", "stream_for", "stream_from",
+        "subscribed", "transmit", "unsubscribed",
+    }  # fmt: skip
+
+
+def test_import_loads_no_optional_dependency() -> None:
+    code = (
+        "import sys, cablecar; "
+        "bad = [m for m in ('redis', 'psycopg', 'nats', 'websockets', 'django', 'starlette') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
