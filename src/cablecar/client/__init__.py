@@ -1,0 +1,35 @@
+"""An asyncio Action Cable client with the official JS client's behaviour.
+
+Works against cablecar and against Rails Action Cable (or AnyCable)::
+
+    import cablecar.client
+
+    async with cablecar.client.connect("ws://127.0.0.1:8080/cable") as consumer:
+        sub = await consumer.subscribe("ChatChannel", room="1")
+        await sub.perform("speak", body="hi")
+        async for message in sub:
+            print(message)
+
+Needs the ``websockets`` package (``pip install 'cablecar[client]'``).
+"""
+
+from __future__ import annotations
+
+from cablecar.errors import ConnectionRejected, SubscriptionRejected
+
+from .consumer import SUBPROTOCOLS, Consumer, connect
+from .monitor import STALE_THRESHOLD, Backoff, ConnectionMonitor
+from .subscription import Subscription, SubscriptionClosed
+
+__all__ = [
+    "STALE_THRESHOLD",
+    "SUBPROTOCOLS",
+    "Backoff",
+    "ConnectionMonitor",
+    "ConnectionRejected",
+    "Consumer",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionRejected",
+    "connect",
+]

@@ -1,0 +1,148 @@
+"""Helpers of the client tests: server processes, free ports, unique names.
+
+Both servers run the conformance application (``examples/conformance_app.py`` and
+``../shared/anchors/rails/app.rb``) as separate processes on free ports, so the client is
+tested over real sockets against real servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANCHORS_INSTALL = Path(
+    os.environ.get("CABLECAR_ANCHORS_INSTALL", ROOT.parent / "shared" / "anchors" / "install.sh")
+)
+PYTHON = sys.executable
+SERVER_KINDS = ["cablecar", pytest.param("rails", marks=pytest.mark.services)]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique(name: str) -> str:
+    """A room or user name private to one test."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _wait_for_health(
+    port: int, proc: subprocess.Popen[bytes] | None, log: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"server on port {port} not healthy after {timeout} s:\n{log.read_text()[-3000:]}"
+    )
+
+
+class Server:
+    """A server process on a fixed port that a test may stop and start again."""
+
+    kind = ""
+
+    def __init__(self, port: int, tmp: Path) -> None:
+        self.port = port
+        self.tmp = tmp
+
+    @property
+    def url(self) -> str:
+        """The cable's WebSocket URL."""
+        return f"ws://127.0.0.1:{self.port}/cable"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, *, fast: bool = False) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} server on {self.port}>"
+
+
+class CablecarServer(Server):
+    """``python -m cablecar serve examples/conformance_app.py:cable``."""
+
+    kind = "cablecar"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.tmp / f"cablecar-{self.port}.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "cablecar", "serve", "examples/conformance_app.py:cable",
+                 "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        try:
+            _wait_for_health(self.port, self.proc, log, 20)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, *, fast: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # graceful: clients get server_restart
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class RailsServer(Server):
+    """Rails 6.1 Action Cable on puma, from ``../shared/anchors``."""
+
+    kind = "rails"
+
+    def __init__(self, port: int, tmp: Path, anchors: Path) -> None:
+        super().__init__(port, tmp)
+        self.anchors = anchors
+
+    def start(self) -> None:
+        subprocess.run(
+            [str(self.anchors / "rails" / "start.sh"), str(self.port), "async"],
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def stop(self, *, fast: bool = False) -> None:
+        """Stop puma (``stop.sh``: TERM, graceful); ``fast`` kills it first (teardown)."""
+        pidfile = self.anchors / "rails" / "run" / str(self.port) / "puma.pid"
+        if fast and pidfile.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        subprocess.run(
+            [str(self.anchors / "rails" / "stop.sh"), str(self.port)],
+            check=False,
+            timeout=30,
+            stdout=subprocess.DEVNULL,
+        )
