@@ -1,0 +1,357 @@
+// cablecar.js: a small, dependency-free Action Cable client for browsers (an ES module).
+//
+// It has the official @rails/actioncable client's API shape and speaks the same protocol
+// (actioncable-v1-json), so it works against cablecar and against Rails:
+//
+//   import { createConsumer } from "/static/cablecar.js";
+//   const consumer = createConsumer("/cable");            // ws(s):// or http(s):// or a path
+//   consumer.onstatechange = (state, detail) => { ... };  // see `state` below
+//   const room = consumer.subscriptions.create({ channel: "ChatChannel", room: "lobby" }, {
+//     connected({ reconnected }) {}, disconnected({ willAttemptReconnect }) {},
+//     rejected() {}, received(data) {}, initialized() {},
+//   });
+//   room.perform("speak", { body: "hi" });                // true if the frame was sent
+//
+// Behaviour, compared with the official client:
+// - Commands are sent only after the server's welcome; every subscription is (re)sent on
+//   each welcome, so subscriptions survive reconnects.
+// - A subscribe still pending after 500 ms is sent again until it is confirmed or rejected.
+// - Any frame (ping, welcome, data) counts as a sign of life; a socket silent for
+//   `staleThreshold` seconds (6, two missed 3 s pings) is dropped and reopened.
+// - A lost socket is reopened after an exponential backoff with jitter (0.5 s, then about
+//   x1.8 per attempt, at most 20 s), instead of waiting for the next stale check.
+// - {"type":"disconnect","reconnect":false} (e.g. unauthorized), an unsupported subprotocol
+//   or consumer.disconnect() stop it for good ("offline"); a later subscriptions.create() or
+//   consumer.connect() starts it again.
+// - consumer.state: "idle" (before the first connect), "connecting", "connected" (welcomed),
+//   "reconnecting" (waiting to retry, or retrying), "offline" (stopped; detail.reason says why).
+// - connected({reconnected}) is true when this subscription had been confirmed on an
+//   earlier socket, so the page knows it may have missed messages.
+
+export const INTERNAL = {
+  message_types: { welcome: "welcome", disconnect: "disconnect", ping: "ping",
+    confirmation: "confirm_subscription", rejection: "reject_subscription" },
+  default_mount_path: "/cable",
+  protocols: ["actioncable-v1-json", "actioncable-unsupported"],
+};
+
+// Swap adapters.WebSocket for another implementation (e.g. the `ws` package under Node).
+export const adapters = { WebSocket: undefined, logger: globalThis.console };
+
+export const logger = {
+  enabled: false,
+  log(...messages) {
+    if (this.enabled) adapters.logger.log("[cablecar]", ...messages, Date.now());
+  },
+};
+
+export function createConsumer(url = getConfig("url") || INTERNAL.default_mount_path, options = {}) {
+  return new Consumer(url, options);
+}
+
+// The <meta name="action-cable-url" content="..."> value, as the official client reads it.
+export function getConfig(name) {
+  const element = globalThis.document?.head?.querySelector(`meta[name='action-cable-${name}']`);
+  return element ? element.getAttribute("content") : undefined;
+}
+
+// Relative and http(s) URLs become absolute ws(s) URLs (relative to the page's location).
+export function createWebSocketURL(url) {
+  if (typeof url === "function") url = url();
+  const absolute = new URL(url, globalThis.location?.href);
+  absolute.protocol = absolute.protocol.replace(/^http/, "ws");
+  return absolute.href;
+}
+
+export class Consumer {
+  static defaults = {
+    staleThreshold: 6, // seconds without any frame before the socket counts as dead
+    reconnectDelay: { min: 0.5, max: 20, factor: 1.8, jitter: 0.5 }, // seconds; jitter: +0..50%
+  };
+
+  constructor(url, options = {}) {
+    this._url = url;
+    this.options = { ...Consumer.defaults, ...options };
+    this.subprotocols = [];
+    this.subscriptions = new Subscriptions(this);
+    this.state = "idle";
+    this.onstatechange = null; // (state, {reason}) => void
+    this._running = false; // should a socket be open (or being reopened)?
+    this._ws = null;
+    this._welcomed = false; // has the current socket received welcome?
+    this._everConnected = false;
+    this._attempts = 0; // reconnect attempts since the last welcome
+    this._socketCount = 0;
+    this._retryTimer = null;
+    this._monitor = null;
+    if (typeof window !== "undefined") {
+      // Back online: don't wait for the backoff timer.
+      window.addEventListener("online", () => this._running && !this._ws && this._open());
+    }
+  }
+
+  get url() {
+    return createWebSocketURL(this._url);
+  }
+
+  addSubProtocol(subprotocol) {
+    this.subprotocols = [...this.subprotocols, subprotocol];
+  }
+
+  // Open the connection (idempotent). Returns true if a new socket was opened.
+  connect() {
+    this._running = true;
+    if (!this._monitor) this._monitor = setInterval(() => this._checkStale(), 1000);
+    if (this._ws || this._retryTimer) return false;
+    this._open();
+    return true;
+  }
+
+  // Close the connection for good (until connect() or subscriptions.create() is called).
+  disconnect() {
+    this._stop("client");
+  }
+
+  ensureActiveConnection() {
+    if (!this._running) this.connect();
+  }
+
+  isConnected() {
+    return this._welcomed;
+  }
+
+  // Send one command object; false (and nothing sent) unless the server has welcomed us.
+  send(data) {
+    if (!this._welcomed || this._ws.readyState !== 1) return false;
+    this._ws.send(JSON.stringify(data));
+    return true;
+  }
+
+  _setState(state, detail = {}) {
+    if (state === this.state) return;
+    logger.log(`state ${this.state} -> ${state}`, detail.reason ?? "");
+    this.state = state;
+    if (typeof this.onstatechange === "function") this.onstatechange(state, detail);
+  }
+
+  _open() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    const WebSocketClass = adapters.WebSocket || globalThis.WebSocket;
+    const ws = new WebSocketClass(this.url, [...INTERNAL.protocols, ...this.subprotocols]);
+    this._ws = ws;
+    this._welcomed = false;
+    this._lastSeen = Date.now();
+    this._socketCount += 1;
+    this._setState(this._everConnected || this._attempts > 0 ? "reconnecting" : "connecting");
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      if (ws.protocol !== INTERNAL.protocols[0]) {
+        logger.log(`unsupported subprotocol '${ws.protocol}', stopping`);
+        this._stop("unsupported_protocol");
+      }
+    };
+    ws.onmessage = (event) => ws === this._ws && this._receive(ws, event.data);
+    ws.onclose = () => this._socketGone(ws);
+    // Browsers follow an error with a close event; Node 20's WebSocket may not, so drop it now.
+    ws.onerror = () => this._drop(ws, "error");
+  }
+
+  _receive(ws, raw) {
+    let frame;
+    try {
+      frame = JSON.parse(raw);
+    } catch {
+      return logger.log("ignoring a frame that is not JSON", raw);
+    }
+    this._lastSeen = Date.now();
+    const types = INTERNAL.message_types;
+    switch (frame.type) {
+      case types.welcome:
+        this._welcomed = true;
+        this._everConnected = true;
+        this._attempts = 0;
+        this._setState("connected");
+        return this.subscriptions.reload();
+      case types.disconnect:
+        logger.log(`server disconnect: reason=${frame.reason} reconnect=${frame.reconnect}`);
+        if (frame.reconnect === false) return this._stop(frame.reason || "disconnect");
+        return this._drop(ws, frame.reason);
+      case types.ping:
+        return;
+      case types.confirmation:
+        return this.subscriptions.confirm(frame.identifier);
+      case types.rejection:
+        return this.subscriptions.reject(frame.identifier);
+      default:
+        if (this._welcomed) this.subscriptions.notify(frame.identifier, "received", frame.message);
+    }
+  }
+
+  // Forget the current socket (closing it without waiting for the server), then reconnect
+  // or go offline.
+  _drop(ws, reason) {
+    this._socketGone(ws, reason);
+    try {
+      ws.close();
+    } catch {
+      // already closing
+    }
+  }
+
+  _socketGone(ws, reason) {
+    if (ws !== this._ws) return; // an old socket's late close event
+    const wasConnected = this._welcomed;
+    this._ws = null;
+    this._welcomed = false;
+    this.subscriptions.socketClosed();
+    if (wasConnected) {
+      this.subscriptions.notifyAll("disconnected", { willAttemptReconnect: this._running });
+    }
+    if (this._running) this._scheduleReconnect(reason);
+    else this._setState("offline", { reason });
+  }
+
+  _scheduleReconnect(reason) {
+    const { min, max, factor, jitter } = this.options.reconnectDelay;
+    const base = Math.min(max, min * factor ** this._attempts);
+    const delay = base * (1 + jitter * Math.random());
+    this._attempts += 1;
+    logger.log(`reconnecting in ${delay.toFixed(2)} s (attempt ${this._attempts})`);
+    this._setState("reconnecting", { reason, delay });
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._open(), delay * 1000);
+  }
+
+  _checkStale() {
+    const ws = this._ws;
+    if (ws && Date.now() - this._lastSeen > this.options.staleThreshold * 1000) {
+      logger.log(`no frame for ${this.options.staleThreshold} s: dropping a stale socket`);
+      this._drop(ws, "stale");
+    }
+  }
+
+  _stop(reason) {
+    this._running = false;
+    clearInterval(this._monitor);
+    clearTimeout(this._retryTimer);
+    this._monitor = this._retryTimer = null;
+    if (this._ws) this._drop(this._ws, reason);
+    else this._setState("offline", { reason });
+  }
+}
+
+export class Subscription {
+  constructor(consumer, params = {}, mixin = {}) {
+    this.consumer = consumer;
+    this.identifier = JSON.stringify(params);
+    Object.assign(this, mixin);
+  }
+
+  // Call a channel action: {"action": action, ...data}. True if the frame was sent.
+  perform(action, data = {}) {
+    return this.send({ ...data, action });
+  }
+
+  send(data) {
+    return this.consumer.send({ command: "message", identifier: this.identifier, data: JSON.stringify(data) });
+  }
+
+  unsubscribe() {
+    return this.consumer.subscriptions.remove(this);
+  }
+}
+
+export class Subscriptions {
+  constructor(consumer) {
+    this.consumer = consumer;
+    this.subscriptions = [];
+    this._pending = new Set(); // sent, neither confirmed nor rejected yet (the guarantor)
+    this._retryTimer = null;
+  }
+
+  create(channelOrParams, mixin) {
+    const params = typeof channelOrParams === "object" ? channelOrParams : { channel: channelOrParams };
+    const subscription = new Subscription(this.consumer, params, mixin);
+    this.subscriptions.push(subscription);
+    this.consumer.ensureActiveConnection();
+    this.notify(subscription, "initialized");
+    this.subscribe(subscription);
+    return subscription;
+  }
+
+  subscribe(subscription) {
+    subscription._confirmedOn = null;
+    if (this._command(subscription, "subscribe")) {
+      this._pending.add(subscription);
+      if (!this._retryTimer) this._retryTimer = setTimeout(() => this._retry(), 500);
+    }
+  }
+
+  _retry() {
+    this._retryTimer = null;
+    for (const subscription of this._pending) {
+      logger.log(`re-sending subscribe ${subscription.identifier}`);
+      this.subscribe(subscription);
+    }
+  }
+
+  remove(subscription) {
+    this._forget(subscription);
+    if (!this.findAll(subscription.identifier).length) this._command(subscription, "unsubscribe");
+    return subscription;
+  }
+
+  confirm(identifier) {
+    const socket = this.consumer._socketCount;
+    for (const subscription of this.findAll(identifier)) {
+      this._pending.delete(subscription);
+      if (subscription._confirmedOn === socket) continue; // a duplicate confirmation
+      const reconnected = Boolean(subscription._wasConfirmed);
+      subscription._confirmedOn = socket;
+      subscription._wasConfirmed = true;
+      this.notify(subscription, "connected", { reconnected });
+    }
+  }
+
+  reject(identifier) {
+    for (const subscription of this.findAll(identifier)) {
+      this._forget(subscription);
+      this.notify(subscription, "rejected");
+    }
+  }
+
+  reload() {
+    for (const subscription of this.subscriptions) this.subscribe(subscription);
+  }
+
+  socketClosed() {
+    this._pending.clear(); // reload() sends them all again after the next welcome
+    for (const subscription of this.subscriptions) subscription._confirmedOn = null;
+  }
+
+  findAll(identifier) {
+    return this.subscriptions.filter((s) => s.identifier === identifier);
+  }
+
+  notifyAll(callbackName, ...args) {
+    for (const subscription of [...this.subscriptions]) this.notify(subscription, callbackName, ...args);
+  }
+
+  notify(subscriptionOrIdentifier, callbackName, ...args) {
+    const targets = typeof subscriptionOrIdentifier === "string"
+      ? this.findAll(subscriptionOrIdentifier) : [subscriptionOrIdentifier];
+    for (const subscription of targets) {
+      if (typeof subscription[callbackName] === "function") subscription[callbackName](...args);
+    }
+  }
+
+  _forget(subscription) {
+    this._pending.delete(subscription);
+    this.subscriptions = this.subscriptions.filter((s) => s !== subscription);
+  }
+
+  _command(subscription, command) {
+    return this.consumer.send({ command, identifier: subscription.identifier });
+  }
+}

@@ -1,0 +1,97 @@
+"""cablecar.js, the package's browser client, under Node against a real cablecar server.
+
+The JavaScript tests (tests/js/cablecar_js.test.mjs) connect, subscribe, get rejected and
+refused, unsubscribe, lose the connection through a TCP proxy (cut, refused, silent, a lost
+subscribe frame) and recover. The same file passes against Rails' own Action Cable:
+
+    CABLE_URL=ws://127.0.0.1:PORT/cable node --experimental-websocket --test tests/js/cablecar_js.test.mjs
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.node
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_TEST = ROOT / "tests" / "js" / "cablecar_js.test.mjs"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"no /health answer on port {port} within {timeout} s")
+
+
+def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
+    """Every test of cablecar.js passes against `cablecar serve examples/conformance_app.py`."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (make test installs it)")
+    port = _free_port()
+    app = f"{ROOT / 'examples' / 'conformance_app.py'}:cable"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cablecar",
+            "serve",
+            app,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_healthy(server, port)
+        result = subprocess.run(
+            [node, "--experimental-websocket", "--test", "--test-reporter=tap", str(JS_TEST)],
+            cwd=ROOT,
+            env={**os.environ, "CABLE_URL": f"ws://127.0.0.1:{port}/cable"},
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+    finally:
+        server.terminate()
+        try:
+            _, errors = server.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, errors = server.communicate()
+    report = result.stdout
+    passed = re.search(r"^# pass (\d+)", report, re.M)
+    failed = re.search(r"^# fail (\d+)", report, re.M)
+    assert result.returncode == 0 and failed and failed[1] == "0", (
+        f"node tests failed:\n{report[-6000:]}\n{result.stderr[-2000:]}\n"
+        f"server stderr:\n{errors.decode(errors='replace')[-3000:]}"
+    )
+    assert passed and int(passed[1]) >= 10, report[-2000:]
