@@ -50,7 +50,9 @@ def adapter_from_url(url: str, *, channel_prefix: str | None = None) -> PubSub:
 
             return NatsPubSub(url, channel_prefix=channel_prefix)
     except ImportError as exc:
-        extra = {"postgresql": "postgres", "postgres": "postgres", "tls": "nats"}.get(scheme, scheme)
+        extra = {"postgresql": "postgres", "postgres": "postgres", "tls": "nats"}.get(
+            scheme, scheme
+        )
         extra = "redis" if extra in ("rediss", "unix") else extra
         raise ConfigurationError(
             f"the {scheme}:// adapter needs an extra: pip install 'cablecar[{extra}]' ({exc})"

@@ -1,0 +1,504 @@
+"""Redis pub/sub adapter (``redis://``, ``rediss://``, ``unix://``), on ``redis.asyncio``.
+
+One dedicated listener connection per adapter carries every SUBSCRIBE. PUBLISH goes
+through a second connection (opened on first use, so a publish-only ``Broadcaster``
+never opens a listener) with automatic pipelining: one writer task sends everything
+queued since its last round trip as one batch, so concurrent broadcasts cost one round
+trip per batch instead of one each, keep their order, and never open more connections.
+
+Invariants (on top of :mod:`cablecar.pubsub.base`):
+
+1. ``self._channels`` is the set of streams that should be subscribed (keyed by the
+   Redis channel name, ``f"{prefix}:{stream}"`` or ``stream``). A listener link
+   marks a channel *live* only when Redis has acknowledged the last SUBSCRIBE sent for
+   it on that link (acknowledgements arrive in command order, so counting SUBSCRIBEs
+   in flight per channel is exact even across a quick unsubscribe/subscribe).
+   ``subscribe`` returns when its channel goes live.
+2. The supervisor task owns the listener connection: it connects, re-sends SUBSCRIBE
+   for every channel in ``self._channels``, reads until the connection fails, then
+   reconnects with exponential backoff and jitter. Nothing else reconnects.
+3. Messages for a channel no longer in ``self._channels`` are dropped, so delivery
+   stops as soon as ``unsubscribe`` is called, even before Redis processed it.
+4. Payloads are passed through as the ``bytes`` Redis returned; they are never decoded.
+5. Publishes are sent in the order ``publish`` was called; a publish whose caller gave
+   up (timeout, cancellation) before its batch was written is not sent.
+
+Logging (logger ``cablecar.pubsub.redis``): WARNING when the listener loses Redis (or
+cannot reach it at start), INFO when it is back with the number of streams
+resubscribed, DEBUG for each failed attempt in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from ..errors import AdapterError, ConfigurationError
+from .base import MessageHandler
+
+__all__ = ["RedisPubSub"]
+
+logger = logging.getLogger("cablecar.pubsub.redis")
+
+_ERRORS = (RedisError, OSError)
+# One pipelined round trip carries at most this many publishes / payload bytes.
+_BATCH_COUNT = 1000
+_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def _describe(url: str) -> str:
+    """``url`` without credentials, for log lines."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+class _Link:
+    """One listener connection and what Redis has confirmed on it."""
+
+    __slots__ = ("conn", "inflight", "live", "resubscribed", "resubscribing")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        #: channel -> SUBSCRIBE commands sent on this link and not acknowledged yet
+        self.inflight: dict[bytes, int] = {}
+        #: channels whose last SUBSCRIBE Redis acknowledged (and not unsubscribed since)
+        self.live: set[bytes] = set()
+        #: channels re-sent right after connecting, not acknowledged yet
+        self.resubscribing: set[bytes] = set()
+        self.resubscribed = asyncio.Event()
+
+    def settle(self, channel: bytes) -> None:
+        self.resubscribing.discard(channel)
+        if not self.resubscribing:
+            self.resubscribed.set()
+
+
+class RedisPubSub:
+    """Redis PUBLISH/SUBSCRIBE.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` or
+            ``unix:///path/to/redis.sock``.
+        channel_prefix: streams live in Redis as ``f"{channel_prefix}:{stream}"`` (Rails'
+            convention), so that several applications can share one Redis.
+        connect_timeout: seconds to wait for a TCP connection to Redis.
+        publish_timeout: upper bound, in seconds, on one ``publish`` (connect included);
+            past it ``publish`` raises :class:`~cablecar.errors.AdapterError`.
+        health_check_interval: seconds of silence after which the listener sends a
+            PING; no answer within the same time again means the connection is dead.
+        reconnect_delay: first delay, in seconds, before reconnecting the listener; it
+            doubles (with jitter) on each failed attempt ...
+        max_reconnect_delay: ... up to this many seconds.
+
+    Example::
+
+        cable = Cable(..., pubsub=RedisPubSub("redis://127.0.0.1:6379/0", channel_prefix="shop"))
+
+    Delivery is at most once: while Redis is unreachable ``publish`` raises
+    :class:`~cablecar.errors.AdapterError` (within ``publish_timeout``) and those
+    messages are lost; the listener resubscribes everything by itself once Redis is
+    back, and ``subscribe`` calls made during the outage return then.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        channel_prefix: str | None = None,
+        *,
+        connect_timeout: float = 2.0,
+        publish_timeout: float = 5.0,
+        health_check_interval: float = 15.0,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+    ) -> None:
+        self._where = _describe(url)
+        self._prefix = f"{channel_prefix}:" if channel_prefix else ""
+        self._publish_timeout = publish_timeout
+        self._health_check_interval = health_check_interval
+        self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
+        # The pool is only a factory of connections configured from the URL; this
+        # adapter owns its two connections. No retries inside redis-py: a retried
+        # PUBLISH could be delivered twice, and the listener has its own reconnect loop.
+        # RESP2: pub/sub messages come back from read_response() as plain arrays
+        # (redis-py >= 8 speaks RESP3 by default and would route them elsewhere).
+        try:
+            self._factory: ConnectionPool = ConnectionPool.from_url(
+                url,
+                protocol=2,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=publish_timeout,
+                socket_keepalive=True,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {self._where!r}: {exc}") from None
+        self._outbox: deque[tuple[bytes, bytes, asyncio.Future[None]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._publisher: Any = None  # the publishing connection, once opened
+        self._on_message: MessageHandler | None = None
+        self._channels: dict[bytes, str] = {}
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._link: _Link | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._first_attempt: asyncio.Future[None] | None = None
+        self._closed = False
+
+    # -- the adapter contract ----------------------------------------------------------
+
+    async def start(self, on_message: MessageHandler) -> None:
+        """Connect the listener and deliver subscribed streams to ``on_message``.
+
+        Returns after the first connection attempt. If Redis is unreachable it logs a
+        WARNING and keeps retrying in the background; ``subscribe`` waits meanwhile.
+        """
+        self._on_message = on_message
+        self._ensure_supervisor()
+        assert self._first_attempt is not None
+        await asyncio.shield(self._first_attempt)
+
+    async def subscribe(self, stream: str) -> None:
+        """Subscribe to ``stream``; return once Redis has acknowledged the SUBSCRIBE.
+
+        During an outage this waits until Redis is back and the listener has
+        resubscribed.
+
+        Raises:
+            AdapterError: the adapter was closed while waiting.
+        """
+        self._ensure_supervisor()
+        channel = self._channel(stream)
+        self._channels[channel] = stream
+        link = self._link
+        if link is not None and channel in link.live:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        if link is not None:
+            await self._send(link, b"SUBSCRIBE", channel)
+        await waiter
+
+    async def unsubscribe(self, stream: str) -> None:
+        """Stop delivering ``stream`` (immediately) and UNSUBSCRIBE in Redis."""
+        channel = self._channel(stream)
+        if self._channels.pop(channel, None) is None:
+            return
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        link = self._link
+        if link is not None:
+            link.live.discard(channel)
+            link.settle(channel)
+            await self._send(link, b"UNSUBSCRIBE", channel)
+
+    async def publish(self, stream: str, payload: bytes) -> None:
+        """PUBLISH ``payload`` on ``stream``.
+
+        Raises:
+            AdapterError: Redis did not take the message within ``publish_timeout``
+                (unreachable, refused, or the adapter is closed). The message is lost.
+        """
+        if self._closed:
+            raise AdapterError("the Redis adapter is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._channel(stream), payload, done))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await done
+        except TimeoutError:
+            raise AdapterError(
+                f"publish to Redis at {self._where} timed out after {self._publish_timeout:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        """Stop the listener and close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        supervisor = self._supervisor
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait([supervisor])
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.wait([self._writer])
+        closed = AdapterError("the Redis adapter was closed")
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+        while self._outbox:
+            done = self._outbox.popleft()[2]
+            if not done.done():
+                done.set_exception(closed)
+        self._waiters.clear()
+        self._channels.clear()
+        if self._publisher is not None:
+            await self._discard(self._publisher)
+            self._publisher = None
+
+    # -- the publisher -----------------------------------------------------------------
+
+    async def _write(self) -> None:
+        """Send queued publishes in batches, one round trip each, until none are left."""
+        try:
+            while self._outbox:
+                batch: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+                size = 0
+                while self._outbox and len(batch) < _BATCH_COUNT and size < _BATCH_BYTES:
+                    item = self._outbox.popleft()
+                    if not item[2].done():  # its caller gave up: do not send it late
+                        batch.append(item)
+                        size += len(item[1])
+                if batch:
+                    await self._send_batch(batch)
+        finally:
+            self._writer = None
+
+    async def _send_batch(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
+        conn = None
+        try:
+            conn = await self._publishing_connection()
+            commands = [(b"PUBLISH", channel, payload) for channel, payload, _ in batch]
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            for _, _, done in batch:
+                try:
+                    await conn.read_response()
+                except ResponseError as exc:  # this command only (an ACL refusal, say)
+                    if not done.done():
+                        done.set_exception(AdapterError(f"Redis refused PUBLISH: {exc}"))
+                else:
+                    if not done.done():
+                        done.set_result(None)
+        except _ERRORS as exc:
+            if conn is not None:
+                self._publisher = None
+                await self._discard(conn)
+            error = AdapterError(
+                f"publish to Redis at {self._where} failed: {exc or type(exc).__name__}"
+            )
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(error)
+
+    async def _publishing_connection(self) -> Any:
+        conn = self._publisher
+        if conn is not None and conn.is_connected and await _idle_and_open(conn):
+            return conn
+        if conn is not None:
+            self._publisher = None
+            await self._discard(conn)
+        # redis-py leaves make_connection unannotated.
+        conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()
+        except BaseException:
+            await self._discard(conn)
+            raise
+        self._publisher = conn
+        return conn
+
+    # -- the listener ------------------------------------------------------------------
+
+    def _channel(self, stream: str) -> bytes:
+        return (self._prefix + stream).encode("utf-8", "surrogatepass")
+
+    def _ensure_supervisor(self) -> None:
+        if self._closed:
+            raise AdapterError("the Redis adapter is closed")
+        if self._supervisor is None:
+            self._first_attempt = asyncio.get_running_loop().create_future()
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name="cablecar-redis-listener"
+            )
+
+    def _first_attempt_done(self) -> None:
+        if self._first_attempt is not None and not self._first_attempt.done():
+            self._first_attempt.set_result(None)
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self._max_reconnect_delay, self._reconnect_delay * 2.0**attempt)
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        down_since: float | None = None  # set while the listener is not connected
+        ever_connected = False
+        try:
+            while True:
+                # redis-py leaves make_connection unannotated.
+                conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
+                try:
+                    await conn.connect()
+                except _ERRORS as exc:
+                    await self._discard(conn)
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        logger.warning(
+                            "cannot reach Redis at %s (%s); retrying in the background, "
+                            "subscriptions wait until it is up",
+                            self._where,
+                            exc,
+                        )
+                    else:
+                        logger.debug("Redis at %s still unreachable: %s", self._where, exc)
+                    self._first_attempt_done()
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
+                    continue
+
+                link = _Link(conn)
+                self._link = link
+                reader = asyncio.get_running_loop().create_task(self._read(link))
+                try:
+                    channels = list(self._channels)
+                    link.resubscribing.update(channels)
+                    if channels:
+                        await self._send(link, b"SUBSCRIBE", *channels)
+                    else:
+                        link.resubscribed.set()
+                    settled = asyncio.ensure_future(link.resubscribed.wait())
+                    await asyncio.wait([reader, settled], return_when=asyncio.FIRST_COMPLETED)
+                    settled.cancel()
+                    if not reader.done():
+                        if down_since is not None and ever_connected:
+                            logger.info(
+                                "reconnected to Redis at %s after %.1f s; %d streams resubscribed",
+                                self._where,
+                                time.monotonic() - down_since,
+                                len(channels),
+                            )
+                        elif down_since is not None:
+                            logger.info("connected to Redis at %s", self._where)
+                        else:
+                            logger.debug("listening on Redis at %s", self._where)
+                        down_since = None
+                        attempt = 0
+                        ever_connected = True
+                        self._first_attempt_done()
+                    await reader  # returns only by raising: the connection failed
+                except Exception as exc:
+                    # Any failure of the link (a bug included) must not end the
+                    # listener: log it and reconnect.
+                    if not isinstance(exc, _ERRORS):
+                        logger.error("Redis listener failed", exc_info=exc)
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        logger.warning(
+                            "lost connection to Redis at %s (%s); reconnecting. Messages "
+                            "published until the listener is back are lost",
+                            self._where,
+                            exc,
+                        )
+                    else:
+                        logger.debug(
+                            "Redis at %s dropped the connection again: %s", self._where, exc
+                        )
+                finally:
+                    if self._link is link:
+                        self._link = None
+                    reader.cancel()
+                    await asyncio.wait([reader])
+                    await self._discard(conn)
+                self._first_attempt_done()
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+        finally:
+            self._first_attempt_done()
+
+    async def _read(self, link: _Link) -> None:
+        conn = link.conn
+        pinged = False
+        try:
+            while True:
+                response = await conn.read_response(timeout=self._health_check_interval)
+                if response is None:  # silence: probe the connection
+                    if pinged:
+                        raise RedisConnectionError(
+                            f"no answer to PING within {self._health_check_interval:g} s"
+                        )
+                    await conn.send_command(b"PING")
+                    pinged = True
+                    continue
+                pinged = False
+                if not isinstance(response, list) or not response:
+                    continue  # "PONG" outside subscribed mode
+                kind = response[0]
+                if kind == b"message":
+                    self._dispatch(response[1], response[2])
+                elif kind == b"subscribe":
+                    self._acknowledged(link, response[1])
+                # "unsubscribe" and "pong" need nothing
+        finally:
+            if self._link is link:
+                self._link = None
+
+    def _dispatch(self, channel: bytes, payload: bytes) -> None:
+        stream = self._channels.get(channel)
+        handler = self._on_message
+        if stream is None or handler is None:
+            return
+        try:
+            handler(stream, payload)
+        except Exception:
+            logger.exception("message handler failed for stream %r", stream)
+
+    def _acknowledged(self, link: _Link, channel: bytes) -> None:
+        left = link.inflight.get(channel, 0) - 1
+        if left > 0:
+            link.inflight[channel] = left
+            return
+        link.inflight.pop(channel, None)
+        if channel in self._channels:
+            link.live.add(channel)
+            for waiter in self._waiters.pop(channel, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        link.settle(channel)
+
+    async def _send(self, link: _Link, command: bytes, *channels: bytes) -> None:
+        if self._link is not link or not link.conn.is_connected:
+            return  # the supervisor resubscribes everything on the next link
+        if command == b"SUBSCRIBE":
+            for channel in channels:
+                link.inflight[channel] = link.inflight.get(channel, 0) + 1
+        try:
+            await link.conn.send_command(command, *channels)
+        except _ERRORS as exc:
+            # The reader sees the broken connection too; the next link resubscribes.
+            logger.debug("could not send %s to Redis: %s", command.decode(), exc)
+
+    @staticmethod
+    async def _discard(conn: Any) -> None:
+        try:
+            await conn.disconnect(nowait=True)
+        except _ERRORS:
+            pass
+
+
+async def _idle_and_open(conn: Any) -> bool:
+    """Whether an idle connection is still usable: Redis sent nothing (no EOF).
+
+    Checked before reusing the publishing connection, so that the first publish after
+    a Redis restart reconnects instead of failing (and is never sent twice).
+    """
+    probe = getattr(conn, "can_read", None) or conn.can_read_destructive  # redis-py < 8
+    try:
+        return not await probe()
+    except _ERRORS:
+        return False
