@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _json
-from ._naming import channel_name_for
-from ._remote import identifier_key
+from ._naming import broadcasting_for, channel_name_for
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -284,7 +283,7 @@ class Channel:
         Strings and numbers are keys themselves; lists and tuples join with ``:``;
         Django models give ``"app.model:pk"``; objects with an ``id``, ``"Type:id"``.
         """
-        return f"{channel_name_for(cls)}:{identifier_key(model)}"
+        return broadcasting_for(cls, model)
 
     @classmethod
     async def broadcast_to(cls, model: Any, message: Any) -> None:

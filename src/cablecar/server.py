@@ -119,7 +119,12 @@ class Cable:
         self._welcomed: dict[Session, None] = {}  # sockets that got welcome
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ping_handle: asyncio.TimerHandle | None = None
+        #: Schedules ``periodically`` timers: anything with the event loop's ``time()``
+        #: and ``call_later()``; ``None`` (default) is the running loop. A seam for
+        #: ``cablecar.testing``, whose virtual clock advances time without sleeping.
+        self.timer_clock: Any = None
         self._drained: asyncio.Event | None = None
+        self._control: asyncio.Task[None] | None = None
         self.started_at: float | None = None
         self.connections_total = 0
         self.broadcasts_total = 0
@@ -161,7 +166,9 @@ class Cable:
                 self.config.worker_pool_size, thread_name_prefix="cablecar"
             )
             await self.pubsub.start(self.hub.deliver)
-            await self.hub.add_system(CONTROL_STREAM, self._on_control)
+            # In the background: with the broker down, the server still starts and
+            # serves; the control stream goes live once the adapter reconnects.
+            self._control = self.spawn(self.hub.add_system(CONTROL_STREAM, self._on_control))
             self._ping_handle = self._loop.call_later(self.config.ping_interval, self._ping)
             self.started_at = time.time()
             self._state = "started"
@@ -180,6 +187,8 @@ class Cable:
         self._state = "stopping"
         if self._ping_handle is not None:
             self._ping_handle.cancel()
+        if self._control is not None and not self._control.done():
+            self._control.cancel()  # the broker never came up: nothing to wait for
         for session in list(self._sessions):
             session.close(DisconnectReason.SERVER_RESTART, True)
         limit = self.config.shutdown_timeout if timeout is None else timeout
