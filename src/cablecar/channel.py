@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from . import _json
 from ._naming import broadcasting_for, channel_name_for
 from .errors import ConfigurationError
+from .protocol.frames import encode_identifier
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -194,7 +195,7 @@ class Channel:
         self.cable: Cable = session.cable
         self.identifier = identifier
         self.params = params
-        self._identifier_json = _json.dumps(identifier)
+        self._identifier_json = encode_identifier(identifier)
         self._streams: dict[str, StreamCallback | None] = {}
         self._ops: list[tuple[str, StreamCallback | None] | str | None] = []
         self._rejected = False

@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import _json
+from . import _json, _memory
 from ._remote import CONTROL_STREAM, RemoteConnections, identifier_key
 from .channel import Channel
 from .config import CableConfig
@@ -48,6 +48,9 @@ logger = logging.getLogger("cablecar.server")
 #: ``on_error(exc, context)``: context has ``connection`` and, for channel code,
 #: ``channel`` and ``action``.
 ErrorHook = Callable[[BaseException, dict[str, Any]], Any]
+
+#: Connections that must close before the heap is trimmed (see ``_memory``).
+_TRIM_AFTER = 512
 
 Origins = str | re.Pattern[str] | Iterable[str | re.Pattern[str]] | None
 
@@ -125,6 +128,9 @@ class Cable:
         self.timer_clock: Any = None
         self._drained: asyncio.Event | None = None
         self._control: asyncio.Task[None] | None = None
+        self._trim = _memory.trimmer()
+        self._closed_since_trim = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
         self.started_at: float | None = None
         self.connections_total = 0
         self.broadcasts_total = 0
@@ -189,6 +195,8 @@ class Cable:
             self._ping_handle.cancel()
         if self._control is not None and not self._control.done():
             self._control.cancel()  # the broker never came up: nothing to wait for
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
         for session in list(self._sessions):
             session.close(DisconnectReason.SERVER_RESTART, True)
         limit = self.config.shutdown_timeout if timeout is None else timeout
@@ -381,6 +389,23 @@ class Cable:
         self._welcomed.pop(session, None)
         if not self._sessions and self._drained is not None:
             self._drained.set()
+        # After a wave of disconnects, give the freed memory back to the OS (once the
+        # wave is over: the trim runs 2 s after the last close that asked for it).
+        self._closed_since_trim += 1
+        if (
+            self._trim is not None
+            and self._closed_since_trim >= _TRIM_AFTER
+            and self._loop is not None
+        ):
+            if self._trim_handle is not None:
+                self._trim_handle.cancel()
+            self._trim_handle = self._loop.call_later(2.0, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim_handle = None
+        self._closed_since_trim = 0
+        if self._trim is not None:
+            self._trim()
 
     def _ping(self) -> None:
         loop = self._loop
