@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"cablecar: {exc}", file=sys.stderr)
             return 2
-        cable.pubsub_url = args.pubsub
+        cable.pubsub_url = _without_credentials(args.pubsub)  # it is logged
         cable.hub.adapter = cable.pubsub
     if args.allowed_origins:
         from .server import _compile_origins
@@ -105,6 +106,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
     return 0
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` (NATS: a comma-separated list) without user, password or query, for logs."""
+    return re.sub(r"//[^/,]*@", "//", url).partition("?")[0]
 
 
 def _run_workers(args: argparse.Namespace) -> int:
@@ -129,21 +135,32 @@ def _run_workers(args: argparse.Namespace) -> int:
         cmd += ["--channel-prefix", args.channel_prefix]
     for origin in args.allowed_origins or ():
         cmd += ["--allowed-origin", origin]
-    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    # Each worker gets its own process group: a terminal's Ctrl-C (SIGINT to the
+    # foreground group) then reaches only this parent, which forwards it once. In the
+    # parent's group, a worker would get it twice and take the second as "exit now".
+    procs = [subprocess.Popen(cmd, process_group=0) for _ in range(args.workers)]
     print(
         f"cablecar: {args.workers} workers on port {args.port}: pids {[p.pid for p in procs]}",
         flush=True,
     )
 
     def forward(signum: int, _frame: Any) -> None:
+        # SIGHUP (the terminal went away) shuts the workers down gracefully too.
+        sig = signal.SIGTERM if signum == signal.SIGHUP else signum
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signum)
+                p.send_signal(sig)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     codes = [p.wait() for p in procs]
-    return max(codes, default=0)
+    for p, code in zip(procs, codes, strict=True):
+        if code != 0:
+            logger.warning("worker %d exited with status %d", p.pid, code)
+    # A worker killed by signal N has returncode -N: report 128 + N, as a shell does,
+    # rather than letting a 0 from another worker hide it.
+    return max((128 - code if code < 0 else code for code in codes), default=0)
 
 
 def _build_parser() -> argparse.ArgumentParser:
