@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -60,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import ConfigurationError
     from .pubsub import adapter_from_url
     from .pubsub.memory import MemoryPubSub
-    from .server import Cable
+    from .server import Cable, redact_url
     from .transports.standalone import run
 
     if args.workers > 1:
@@ -89,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"cablecar: {exc}", file=sys.stderr)
             return 2
-        cable.pubsub_url = _without_credentials(args.pubsub)  # it is logged
+        cable.pubsub_url = redact_url(args.pubsub)  # it is logged
         cable.hub.adapter = cable.pubsub
     if args.allowed_origins:
         from .server import _compile_origins
@@ -106,11 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
     return 0
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` (NATS: a comma-separated list) without user, password or query, for logs."""
-    return re.sub(r"//[^/,]*@", "//", url).partition("?")[0]
 
 
 def _run_workers(args: argparse.Namespace) -> int:

@@ -103,7 +103,8 @@ class Cable:
             if isinstance(pubsub, str)
             else pubsub
         )
-        self.pubsub_url = pubsub if isinstance(pubsub, str) else type(pubsub).__name__
+        #: The adapter's URL without user, password or query (it is logged).
+        self.pubsub_url = redact_url(pubsub) if isinstance(pubsub, str) else type(pubsub).__name__
         self.allowed_origins = allowed_origins
         self._origin_any, self._origins = _compile_origins(allowed_origins)
         self._error_hooks: list[ErrorHook] = (
@@ -422,6 +423,11 @@ class Cable:
             if wire is None:
                 wire = wires[prepare] = prepare(data)
             sink.send_prepared(wire)
+
+
+def redact_url(url: str) -> str:
+    """``url`` (NATS: a comma-separated list) without user, password or query, for logs."""
+    return re.sub(r"(//|,)[^/,@]*@", r"\1", url).partition("?")[0]
 
 
 def _make_config(config: CableConfig | None, settings: dict[str, Any]) -> CableConfig:

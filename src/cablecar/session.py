@@ -13,6 +13,10 @@ Invariants:
    logged at ERROR with channel and action, passed to ``rescue_from`` handlers and
    the cable's ``on_error`` hooks, and the connection goes on.
 4. An idle session owns no task: the queue runner exists only while there is work.
+5. The queue is bounded: input waiting in it past ``max_message_size`` bytes pauses
+   reading from the socket (TCP pushes back on the client) until it drains; a timer
+   tick is queued at most once at a time; custom stream callbacks that fall
+   ``_MAX_QUEUED`` items behind cut the connection as a slow consumer.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class State(enum.IntEnum):
 _OPEN = object()
 _TEARDOWN = object()
 
+#: Queued items (stream callbacks) past which a connection counts as too slow.
+_MAX_QUEUED = 10_000
+
 
 class Session:
     """Server state of one client socket, independent of the transport."""
@@ -66,8 +73,11 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_last",
+        "_paused",
         "_queue",
+        "_queued_bytes",
         "_refused",
+        "_ticks",
         "_task",
         "_tokens",
         "_warned",
@@ -95,6 +105,9 @@ class Session:
         self._tokens = float(cable.config.command_burst)
         self._last = 0.0
         self._refused = 0
+        self._queued_bytes = 0  # client input waiting in the queue
+        self._paused = False  # reading from the socket paused (input backpressure)
+        self._ticks: set[tuple[Channel, str]] = set()  # timer ticks waiting in the queue
         self.welcomed = False
 
     # -- called by the transport --------------------------------------------------------
@@ -126,6 +139,13 @@ class Session:
             return
         self._tokens = tokens - 1.0
         self._refused = 0
+        self._queued_bytes += len(text)
+        if self._queued_bytes > cfg.max_message_size and not self._paused:
+            # Actions are slower than the client sends: stop reading until they catch up.
+            pause = getattr(self.sink, "pause_reading", None)
+            if pause is not None:
+                self._paused = True
+                pause()
         self._enqueue(text)
 
     def transport_closed(self) -> None:
@@ -136,6 +156,8 @@ class Session:
         self.cable._session_closed(self)
         self._detach()
         self._queue.clear()
+        self._queued_bytes = 0
+        self._ticks.clear()
         self._enqueue(_TEARDOWN)
 
     def _detach(self) -> None:
@@ -175,25 +197,38 @@ class Session:
             self.close(DisconnectReason.TOO_SLOW, True)
 
     def warn_once(self, kind: str, msg: str, *args: Any) -> None:
-        """Log a refused input at WARNING, once per connection per kind."""
+        """Log a refused input at WARNING, once per connection per kind (later ones
+        at DEBUG). The record carries ``cablecar_kind``; arguments are formatted only
+        when the line is emitted."""
         if self._warned is None:
             self._warned = set()
+        extra = {"cablecar_kind": kind}
         if kind in self._warned:
-            logger.debug("%s: " + msg, self, *args)
+            logger.debug("%s: " + msg, self, *args, extra=extra)
             return
         self._warned.add(kind)
-        logger.warning("%s: " + msg, self, *args)
+        logger.warning("%s: " + msg, self, *args, extra=extra)
 
     # -- the queue --------------------------------------------------------------------
 
     def stream_callback(self, channel: Channel, callback: StreamCallback, message: Any) -> None:
         """Run a custom ``stream_from`` callback in order with commands."""
         if self.state < State.CLOSING:
+            if len(self._queue) >= _MAX_QUEUED:
+                # The callbacks cannot keep up with the broadcasts: like a client that
+                # does not read, this connection would grow the server's memory.
+                self.too_slow()
+                return
             self._enqueue(("stream", channel, callback, message))
 
     def timer_tick(self, channel: Channel, method: str) -> None:
-        """Run a ``periodically`` method in order with commands."""
+        """Run a ``periodically`` method in order with commands (a tick still waiting
+        is not queued twice, so a method slower than its period cannot pile up)."""
         if self.state < State.CLOSING:
+            key = (channel, method)
+            if key in self._ticks:
+                return
+            self._ticks.add(key)
             self._enqueue(("timer", channel, method))
 
     def _enqueue(self, item: Any) -> None:
@@ -210,30 +245,49 @@ class Session:
                     await self._handle(item)
                 except Exception:  # a bug of ours: log it, keep the connection going
                     logger.exception("%s: internal error handling input", self)
+                except BaseException as exc:
+                    if _propagates(exc):
+                        raise
+                    logger.exception("%s: internal error handling input", self)
         finally:
             self._task = None
 
     async def _handle(self, item: Any) -> None:
         if isinstance(item, bytes):
+            self._queued_bytes -= len(item)
+            if self._paused and self._queued_bytes <= self.cable.config.max_message_size // 2:
+                self._paused = False
+                resume = getattr(self.sink, "resume_reading", None)
+                if resume is not None and self.state < State.CLOSING:
+                    resume()
             if self.state == State.OPEN:
                 await self._command(item)
         elif item is _OPEN:
             await self._open()
         elif item is _TEARDOWN:
             await self._teardown()
-        elif self.state == State.OPEN:
+        else:
             kind, channel = item[0], item[1]
+            if kind == "timer":
+                self._ticks.discard((channel, item[2]))
             if (
-                channel._session is not self
+                self.state != State.OPEN
+                or channel._session is not self
                 or self.subscriptions.get(channel.identifier) is not channel
             ):
                 return
             if kind == "timer":
                 await self._call(channel, getattr(channel, item[2]), item[2])
             else:
-                result = await self._call(channel, item[2], "stream callback", item[3])
+                callback = item[2]
+                stream = next((s for s, cb in channel._streams.items() if cb is callback), "?")
+                where = f"stream callback for {stream!r}"
+                result = await self._call(channel, callback, where, item[3])
                 if result is not None:
-                    channel.transmit(result)
+                    try:
+                        channel.transmit(result)
+                    except Exception as exc:  # not JSON-serializable, most likely
+                        await self._rescue(channel, exc, where)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -252,8 +306,16 @@ class Session:
             logger.error("%s: connect() took over %ss; closing", self, cable.config.connect_timeout)
             self.close(DisconnectReason.INVALID_REQUEST, True)
             return
-        except Exception as exc:
-            logger.error("%s: connect() raised", self, exc_info=exc)
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
+            logger.error(
+                "%s: %s#connect raised %s",
+                self,
+                type(connection).__name__,
+                type(exc).__name__,
+                exc_info=exc,
+            )
             cable.report_error(exc, {"connection": connection, "callback": "connect"})
             self.close(DisconnectReason.INVALID_REQUEST, True)
             return
@@ -273,8 +335,16 @@ class Session:
         if connection is not None and self.welcomed:
             try:
                 await call_user(self.cable.pool, connection.disconnect)
-            except Exception as exc:
-                logger.error("%s: disconnect() raised", self, exc_info=exc)
+            except BaseException as exc:
+                if _propagates(exc):
+                    raise
+                logger.error(
+                    "%s: %s#disconnect raised %s",
+                    self,
+                    type(connection).__name__,
+                    type(exc).__name__,
+                    exc_info=exc,
+                )
                 self.cable.report_error(exc, {"connection": connection, "callback": "disconnect"})
 
     # -- commands ---------------------------------------------------------------------
@@ -338,7 +408,9 @@ class Session:
             if not channel._rejected:
                 await call_user(self.cable.pool, channel.subscribed)
             await self._apply_streams(channel)
-        except Exception as exc:
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
             ok = await self._rescue(channel, exc, "subscribed")
         if channel._rejected or not ok or self.state != State.OPEN:
             if self.subscriptions.get(identifier) is channel:
@@ -368,7 +440,7 @@ class Session:
                 "unable to process %s#%s(%s)",
                 type(channel).__name__,
                 _short(command.action),
-                self.cable.filter(command.data),
+                _Filtered(self.cable, command.data),
             )
             return
         method = getattr(channel, action.name)
@@ -395,7 +467,9 @@ class Session:
         result = None
         try:
             result = await call_user(self.cable.pool, fn, *args)
-        except Exception as exc:
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
             await self._rescue(channel, exc, where)
         if apply and self.state == State.OPEN:
             try:
@@ -404,14 +478,16 @@ class Session:
                 await self._rescue(channel, exc, where)
         return result
 
-    async def _rescue(self, channel: Channel, exc: Exception, where: str) -> bool:
+    async def _rescue(self, channel: Channel, exc: BaseException, where: str) -> bool:
         """Give ``exc`` to the channel's ``rescue_from`` handler; True if one handled it."""
         handler = channel._rescuer_for(exc)
         if handler is not None:
             try:
                 await call_user(self.cable.pool, handler, exc)
                 return True
-            except Exception as again:
+            except BaseException as again:
+                if _propagates(again):
+                    raise
                 exc = again
         logger.error(
             "%s: %s#%s raised %s",
@@ -468,7 +544,8 @@ class Session:
 
 def _start_timers(channel: Channel) -> None:
     session = channel._session
-    loop = asyncio.get_running_loop()
+    # cable.timer_clock: a seam for cablecar.testing's virtual clock (None: the loop).
+    loop = session.cable.timer_clock or asyncio.get_running_loop()
     for name, every in type(channel)._timers:
         _schedule(loop, channel, session, name, every)
 
@@ -499,3 +576,32 @@ def _cancel_timers(channel: Channel) -> None:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _propagates(exc: BaseException) -> bool:
+    """Whether an exception out of user code must travel on (our task is being
+    cancelled) rather than be reported as the user's error. A ``CancelledError`` the
+    user's code raised by itself, ``SystemExit`` and ``KeyboardInterrupt`` from an
+    action are reported like any other error: they must not stop the server."""
+    if isinstance(exc, GeneratorExit):
+        return True
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() > 0
+    return False
+
+
+class _Filtered:
+    """``cable.filter(data)`` for a log line, computed only if the line is emitted."""
+
+    __slots__ = ("cable", "data")
+
+    def __init__(self, cable: Cable, data: Any) -> None:
+        self.cable = cable
+        self.data = data
+
+    def __str__(self) -> str:
+        try:
+            return _short(self.cable.filter(self.data))
+        except RecursionError:
+            return "<data nested too deeply to show>"

@@ -10,6 +10,10 @@ Invariants:
    payload is buffered, so a client cannot make the server buffer more than
    ``max_size`` plus one header.
 3. A text message that is not valid UTF-8 raises code 1007.
+4. Frames that came before a violation in the same read are returned first; the
+   violation is raised by the next call (``feed(b"")`` surfaces it at once), so a
+   valid command is never lost to garbage that follows it.
+5. Nothing after a close frame is parsed: the client may not send anything after it.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class FrameParser:
             ...
     """
 
-    __slots__ = ("_buf", "_failed", "_frag_op", "_frag_size", "_frags", "max_size")
+    __slots__ = ("_buf", "_failed", "_frag_op", "_frag_size", "_frags", "_pending", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
@@ -102,10 +106,24 @@ class FrameParser:
         self._frags: list[bytes] = []
         self._frag_size = 0
         self._failed = False
+        self._pending: FrameError | None = None
+
+    @property
+    def failed(self) -> bool:
+        """No more frames will come: a violation (raised or pending) or a close frame."""
+        return self._failed
 
     def feed(self, data: bytes) -> list[Frame]:
-        """Add bytes read from the socket; return the frames now complete."""
+        """Add bytes read from the socket; return the frames now complete.
+
+        Raises:
+            FrameError: the client broke RFC 6455 (in this data, or after the frames
+                the previous call returned).
+        """
         if self._failed:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                raise pending
             return []
         buf = self._buf
         buf += data
@@ -140,9 +158,16 @@ class FrameParser:
                 frame = self._complete(fin, opcode, payload)
                 if frame is not None:
                     out.append(frame)
-        except FrameError:
+                    if opcode == Opcode.CLOSE:
+                        self._failed = True  # the client may send nothing after it
+                        self._buf = bytearray()
+                        return out
+        except FrameError as exc:
             self._failed = True
             self._buf = bytearray()
+            if out:
+                self._pending = exc
+                return out
             raise
         if pos:
             del buf[:pos]

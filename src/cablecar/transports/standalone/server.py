@@ -10,7 +10,13 @@ Invariants:
    high-water mark is ``max_pending_output``: passing it (``pause_writing``) cuts the
    client as a slow consumer, so a stalled client cannot grow the server's memory.
 3. Every socket is closed within ``close_timeout`` of the server deciding to close
-   it, whether or not the client cooperates.
+   it, whether or not the client cooperates; nothing is written after a close frame.
+4. Input is bounded too: the frame parser never buffers more than one message of
+   ``max_message_size``; the session pauses reading while its command queue holds
+   more than that; pings are answered once per read (the last one, as RFC 6455
+   allows), so a ping flood costs one pong per read, not one per ping.
+5. Sockets still in their handshake are capped at ``max_connections`` as well: past
+   that, new ones are closed at once, unanswered.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class _Socket(asyncio.Protocol):
         "_buf",
         "_closer",
         "_parser",
+        "_paused_reading",
         "_timer",
         "closing",
         "server",
@@ -80,6 +87,7 @@ class _Socket(asyncio.Protocol):
         self._parser: FrameParser | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closer: asyncio.TimerHandle | None = None
+        self._paused_reading = False
         self.closing = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -87,13 +95,36 @@ class _Socket(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but quack like one.
         self.transport = cast(asyncio.Transport, transport)
-        cfg = self.server.cable.config
+        server = self.server
+        cfg = server.cable.config
+        if len(server._sockets) - len(server.cable._sessions) >= cfg.max_connections:
+            # A flood of sockets that never upgrade: refuse without reading anything.
+            self.closing = True
+            server._refused_handshakes += 1
+            if server._refused_handshakes == 1 or server._refused_handshakes % 1000 == 0:
+                logger.warning(
+                    "refused %d sockets so far: %d still in their handshake (max_connections)",
+                    server._refused_handshakes,
+                    len(server._sockets) - len(server.cable._sessions),
+                )
+            self.transport.abort()
+            return
         self.transport.set_write_buffer_limits(high=cfg.max_pending_output)
-        self.server._sockets[self] = None
-        self._timer = self.server.loop.call_later(cfg.handshake_timeout, self._handshake_timeout)
+        server._sockets[self] = None
+        self._timer = server.loop.call_later(cfg.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
+        if self.closing:
+            # Input is read only to reach the client's close frame or EOF.
+            if parser is not None and not parser.failed and self.transport is not None:
+                try:
+                    frames = parser.feed(data)
+                except FrameError:
+                    return
+                if any(f.opcode == Opcode.CLOSE for f in frames):
+                    self.transport.close()  # closing handshake complete
+            return
         if parser is None:
             self._handshake_data(data)
             return
@@ -104,18 +135,26 @@ class _Socket(asyncio.Protocol):
             return
         session = self.session
         assert session is not None
+        ping: bytes | None = None
         for frame in frames:
             op = frame.opcode
             if op == Opcode.TEXT:
                 session.receive(frame.payload)
             elif op == Opcode.PING:
-                self._write(build_frame(Opcode.PONG, frame.payload))
+                ping = frame.payload  # answered once, below (RFC 6455 5.5.3)
             elif op == Opcode.CLOSE:
                 self._peer_closed(frame.payload)
                 return
             elif op == Opcode.BINARY:
                 session.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
             # PONG: nothing to do
+        if ping is not None:
+            self._write(build_frame(Opcode.PONG, ping))
+        if parser.failed:  # a violation after the frames above
+            try:
+                parser.feed(b"")
+            except FrameError as exc:
+                self._protocol_error(exc.code, exc.reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for handle in (self._timer, self._closer):
@@ -138,8 +177,22 @@ class _Socket(asyncio.Protocol):
     # -- Sink -------------------------------------------------------------------------
 
     def send_prepared(self, wire: bytes) -> None:
-        # Hot path: one buffered write; no JSON, no framing, no await.
-        self.transport.write(wire)  # type: ignore[union-attr]
+        # Hot path: one buffered write; no JSON, no framing, no await. Nothing may
+        # follow our close frame (pings still reach sessions that are closing).
+        if not self.closing:
+            self.transport.write(wire)  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (the session's queue is full)."""
+        if not self.closing and self.transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+        if not self.closing and self.transport is not None and self._paused_reading:
+            self._paused_reading = False
+            self.transport.resume_reading()
 
     def send(self, data: bytes) -> None:
         if not self.closing:
@@ -150,10 +203,34 @@ class _Socket(asyncio.Protocol):
             return
         self.closing = True
         self.transport.write(build_close(code))
-        self.transport.close()
+        self._linger()
+
+    def _linger(self, timeout: float | None = None) -> None:
+        """Finish a socket whose last bytes are written: send FIN once they are
+        flushed, then read and drop whatever the client still sends until its EOF,
+        ``close_timeout`` at most. Closing with unread input would make the kernel
+        answer with a reset, and the client could lose our last frames with it."""
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            if self._paused_reading:
+                transport.resume_reading()
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:  # pragma: no cover - TCP transports can
+                transport.close()
+        except (OSError, RuntimeError):
+            transport.close()
+        if self._closer is not None:
+            self._closer.cancel()
         self._closer = self.server.loop.call_later(
-            self.server.cable.config.close_timeout, self._abort
+            self.server.cable.config.close_timeout if timeout is None else timeout, self._abort
         )
+
+    def eof_received(self) -> bool | None:
+        # The client is done sending: close our side too (after flushing).
+        return None
 
     # -- handshake --------------------------------------------------------------------
 
@@ -220,12 +297,18 @@ class _Socket(asyncio.Protocol):
             self._http_error(exc.status, exc.reason, exc.headers)
             return
         if not cable.check_origin(request):
-            logger.warning("refused a connection from origin %r (allowed_origins)", request.origin)
+            logger.warning(
+                "refused a connection from origin %r (allowed_origins)",
+                request.origin,
+                extra={"cablecar_kind": "origin"},
+            )
             self._http_error(403, "origin not allowed")
             return
         if not cable.can_accept():
             logger.warning(
-                "refused a connection: %d connections open (max_connections)", len(cable._sessions)
+                "refused a connection: %d connections open (max_connections)",
+                len(cable._sessions),
+                extra={"cablecar_kind": "max_connections"},
             )
             self._http_error(503, "server busy", (("Retry-After", "5"),))
             return
@@ -282,9 +365,18 @@ class _Socket(asyncio.Protocol):
         self._cancel_timer()
         self.closing = True
         if self.transport is not None:
+            if status not in (403, 408, 503):  # those log their own line
+                peer = self.transport.get_extra_info("peername")
+                logger.warning(
+                    "refused an HTTP request from %s: %d %s",
+                    _peer(peer),
+                    status,
+                    reason,
+                    extra={"cablecar_kind": f"http_{status}"},
+                )
             body = _json.dumps({"error": reason})
             self.transport.write(build_response(status, body, "application/json", headers))
-            self.transport.close()
+            self._linger(min(self.server.cable.config.close_timeout, 2.0))
 
     def _protocol_error(self, code: int, reason: str) -> None:
         session = self.session
@@ -304,6 +396,7 @@ class _Socket(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.transport.write(build_close(CloseCode.NORMAL if code == 1005 else code))
+            # Both close frames are out: close after flushing (bounded by close_timeout).
             self.transport.close()
             self._closer = self.server.loop.call_later(
                 self.server.cable.config.close_timeout, self._abort
@@ -319,7 +412,6 @@ class _Socket(asyncio.Protocol):
                 self.server.cable.config.handshake_timeout,
             )
             self._http_error(408, "request timeout")
-            self._closer = self.server.loop.call_later(1.0, self._abort)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -334,6 +426,12 @@ class _Socket(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if not self.closing and self.transport is not None:
             self.transport.write(data)
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
 
 
 def _head_of(request: Request) -> Any:
@@ -353,6 +451,7 @@ class Server:
         self._sockets: dict[_Socket, None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        self._refused_handshakes = 0
 
     async def _start(
         self,

@@ -1,0 +1,224 @@
+"""The chat demo's connection and channels, tested in-process with cablecar.testing
+(the same behaviour tests/e2e/test_demo_official_client.py checks over real sockets)."""
+
+from __future__ import annotations
+
+from unittest.mock import ANY
+
+import pytest
+
+from cablecar import Cable, Request
+from cablecar.demo.app import MAX_BODY, ROOMS_STREAM, DemoCable
+from cablecar.testing import ChannelTester, TestConnection, TestSubscription
+
+LOBBY = "demo:chat:lobby"
+
+
+@pytest.fixture
+def cablecar_cable() -> Cable:
+    return DemoCable()
+
+
+async def join(t: ChannelTester, name: str, room: str = "lobby") -> TestSubscription:
+    conn = await t.connect(query={"name": name})
+    return await conn.subscribe("ChatChannel", room=room)
+
+
+# -- the connection ----------------------------------------------------------------------
+
+
+async def test_a_name_identifies_the_connection_with_a_socket_id(
+    cablecar_tester: ChannelTester,
+) -> None:
+    ada = await cablecar_tester.connect(query={"name": "  Ada\u200b  Lovelace\n"})
+    other = await cablecar_tester.connect(query={"name": "Ada Lovelace"})
+    assert ada.user_name == "Ada Lovelace"  # invisible characters and spaces cleaned
+    assert ada.identifiers == {"user_name": "Ada Lovelace", "sid": ANY}
+    assert len(ada.sid) == 8 and ada.sid != other.sid
+
+
+@pytest.mark.parametrize("query", [{}, {"name": ""}, {"name": "\u200b \t"}, {"name": "x" * 41}])
+async def test_connections_without_a_usable_name_are_refused(
+    cablecar_tester: ChannelTester, query: dict[str, str]
+) -> None:
+    assert await cablecar_tester.assert_reject_connection(query=query) == "unauthorized"
+
+
+# -- ChatChannel ------------------------------------------------------------------------------
+
+
+async def test_joining_sends_history_then_announces_the_newcomer(
+    cablecar_tester: ChannelTester,
+) -> None:
+    sub = await join(cablecar_tester, "ada")
+    assert sub.confirmed
+    sub.assert_has_stream(LOBBY)
+    epoch = cablecar_tester.cable.rooms.epoch  # type: ignore[attr-defined]
+    # The join is broadcast from subscribed(), before the stream is live: the newcomer
+    # gets the members in its history instead.
+    [history] = sub.transmissions
+    assert history == {
+        "type": "history",
+        "room": "lobby",
+        "epoch": epoch,
+        "messages": [],
+        "members": ["ada"],
+        "you": {"name": "ada", "sid": sub.connection.sid},
+    }
+    cablecar_tester.assert_broadcast_on(
+        LOBBY, {"type": "presence", "event": "join", "name": "ada", "members": ["ada"]}
+    )
+    cablecar_tester.assert_broadcast_on(ROOMS_STREAM, {"type": "rooms", "rooms": ANY})
+    lobby = cablecar_tester.broadcasts(ROOMS_STREAM)[-1]["rooms"][0]
+    assert lobby == {"name": "lobby", "members": 1, "messages": 0}
+
+
+async def test_a_room_name_is_cleaned_and_an_invalid_one_is_rejected(
+    cablecar_tester: ChannelTester,
+) -> None:
+    conn = cablecar_tester.stub_connection(user_name="ada", sid="s1")
+    new = await conn.subscribe("ChatChannel", room=" Book\u202e club ")
+    new.assert_has_stream("demo:chat:Book club")
+    for room in ("", "x" * 41, 7):
+        rejected = await conn.subscribe("ChatChannel", room=room)
+        assert rejected.rejected
+        rejected.assert_no_streams()
+
+
+async def test_a_message_is_broadcast_to_the_room_and_kept_for_newcomers(
+    cablecar_tester: ChannelTester,
+) -> None:
+    ada = await join(cablecar_tester, "ada")
+    with cablecar_tester.capture_broadcasts(LOBBY) as messages:
+        await ada.perform("speak", body="  hello\r\nworld\x07 ")
+    message = {
+        "type": "message",
+        "id": 1,
+        "room": "lobby",
+        "name": "ada",
+        "sid": ada.connection.sid,
+        "body": "hello\nworld",
+        "ts": ANY,
+        "epoch": ANY,
+    }
+    assert messages == [message]
+    assert ada.transmissions[-1] == messages[0]
+    bob = await join(cablecar_tester, "bob")
+    assert bob.transmissions[0]["messages"] == [message]
+    assert bob.transmissions[0]["members"] == ["ada", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "text"),
+    [
+        ({}, "invalid", "A message needs a text body."),
+        ({"body": 5}, "invalid", "A message needs a text body."),
+        ({"body": " \x00\u200b "}, "empty", "Your message is empty."),
+        (
+            {"body": "x" * (MAX_BODY + 1)},
+            "too_long",
+            f"Your message is {MAX_BODY + 1} characters long; the limit is {MAX_BODY}.",
+        ),
+    ],
+)
+async def test_bad_messages_are_refused_to_the_sender_only(
+    cablecar_tester: ChannelTester, data: dict[str, object], code: str, text: str
+) -> None:
+    ada = await join(cablecar_tester, "ada")
+    cablecar_tester.clear_broadcasts()
+    replies = await ada.perform("speak", data)
+    assert replies == [{"type": "error", "code": code, "message": text}]
+    cablecar_tester.assert_no_broadcasts(LOBBY)
+
+
+async def test_speaking_too_fast_is_refused(cablecar_tester: ChannelTester) -> None:
+    ada = await join(cablecar_tester, "ada")
+    for n in range(10):
+        await ada.perform("speak", body=f"message {n}")
+    replies = await ada.perform("speak", body="one too many")
+    assert replies == [
+        {
+            "type": "error",
+            "code": "too_fast",
+            "message": "You are sending messages too fast; wait a few seconds.",
+        }
+    ]
+    cablecar_tester.assert_broadcasts(LOBBY, 11)  # the join and ten messages
+
+
+async def test_typing_is_announced_at_most_once_a_second(cablecar_tester: ChannelTester) -> None:
+    ada = await join(cablecar_tester, "ada")
+    with cablecar_tester.capture_broadcasts(LOBBY) as messages:
+        await ada.perform("typing")
+        await ada.perform("typing")
+    assert messages == [{"type": "typing", "name": "ada", "sid": ada.connection.sid}]
+
+
+async def test_leaving_is_announced_when_a_names_last_socket_goes(
+    cablecar_tester: ChannelTester,
+) -> None:
+    """Two tabs with one name: the name leaves with the second."""
+    ada1 = await join(cablecar_tester, "ada")
+    ada2 = await join(cablecar_tester, "ada")
+    cablecar_tester.assert_broadcasts(LOBBY, 1)  # one join
+    with cablecar_tester.capture_broadcasts(LOBBY) as messages:
+        await ada1.unsubscribe()
+        assert messages == []
+        await ada2.connection.disconnect()
+    assert messages == [{"type": "presence", "event": "leave", "name": "ada", "members": []}]
+    rooms = cablecar_tester.broadcasts(ROOMS_STREAM)[-1]["rooms"]
+    assert rooms[0] == {"name": "lobby", "members": 0, "messages": 0}
+
+
+# -- RoomsChannel -----------------------------------------------------------------------------
+
+
+async def rooms_sub(t: ChannelTester) -> tuple[TestConnection, TestSubscription]:
+    conn = await t.connect(query={"name": "ada"})
+    return conn, await conn.subscribe("RoomsChannel")
+
+
+async def test_the_room_list_is_sent_and_new_rooms_are_broadcast(
+    cablecar_tester: ChannelTester,
+) -> None:
+    _, sub = await rooms_sub(cablecar_tester)
+    sub.assert_has_stream(ROOMS_STREAM)
+    assert [r["name"] for r in sub.transmissions[0]["rooms"]] == ["lobby", "python", "random"]
+    await sub.perform("create", name="  Chess ")
+    cablecar_tester.assert_broadcast_on(
+        ROOMS_STREAM,
+        {
+            "type": "rooms",
+            "rooms": [
+                {"name": name, "members": 0, "messages": 0}
+                for name in ("lobby", "python", "random", "Chess")
+            ],
+        },
+    )
+    assert sub.transmissions[-1]["rooms"][-1]["name"] == "Chess"
+
+
+async def test_creating_a_room_can_be_refused(cablecar_tester: ChannelTester) -> None:
+    _, sub = await rooms_sub(cablecar_tester)
+    assert await sub.perform("create", name="") == [
+        {"type": "error", "code": "invalid", "message": "A room name has 1 to 40 characters."}
+    ]
+    cablecar_tester.cable.rooms.max_rooms = 3  # type: ignore[attr-defined]
+    assert await sub.perform("create", name="Chess") == [
+        {"type": "error", "code": "full", "message": "There are already 3 rooms."}
+    ]
+    cablecar_tester.assert_no_broadcasts(ROOMS_STREAM)
+
+
+async def test_the_json_endpoint_shows_what_was_said(cablecar_tester: ChannelTester) -> None:
+    """The HTTP handler reads the same state the channels write."""
+    ada = await join(cablecar_tester, "ada")
+    await ada.perform("speak", body="for the record")
+    cable = cablecar_tester.cable
+    response = await cable.http_handler(  # type: ignore[attr-defined]
+        Request("GET", "/api/rooms/lobby/messages", "since=0")
+    )
+    assert response.status == 200
+    assert [m["body"] for m in Request("POST", "/", body=response.body).json()["messages"]] == [
+        "for the record"
+    ]
