@@ -10,7 +10,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["call_user"]
+__all__ = ["call_user", "set_sync_wrapper"]
+
+#: Runs every plain ``def`` user call in its worker thread: ``wrapper(fn, *args)`` must
+#: call ``fn(*args)`` and return its result. ``None``: ``fn`` is called directly.
+_sync_wrapper: Callable[..., Any] | None = None
+
+
+def set_sync_wrapper(wrapper: Callable[..., Any] | None) -> None:
+    """Wrap every plain ``def`` channel and connection method call of this process, in
+    the thread that runs it (``cablecar.contrib.django`` closes stale database
+    connections around each call, as Django's request cycle does)."""
+    global _sync_wrapper
+    _sync_wrapper = wrapper
 
 
 async def call_user(pool: ThreadPoolExecutor | None, fn: Callable[..., Any], *args: Any) -> Any:
@@ -21,6 +33,9 @@ async def call_user(pool: ThreadPoolExecutor | None, fn: Callable[..., Any], *ar
     """
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
+    wrapper = _sync_wrapper
+    if wrapper is not None:
+        fn, args = wrapper, (fn, *args)
     if pool is None:
         result = fn(*args)
     else:
