@@ -10,7 +10,7 @@ Example::
 
     cable = Cable(connection=Connection, channels=[ChatChannel])
     # cablecar serve app:cable            (standalone server)
-    # app.mount("/cable", cable.asgi())   (inside Starlette, FastAPI, Django)
+    # app.add_middleware(CableMiddleware, cable=cable)   (inside FastAPI/Starlette; see docs)
     # await cable.broadcast("chat_1", {"body": "hi"})   (from any code in the process)
 """
 
