@@ -29,7 +29,9 @@ class CableConfig:
     #: Seconds between pings to every client (Action Cable: 3).
     ping_interval: float = PING_INTERVAL
     #: Largest message a client may send (one frame or a reassembled fragmented
-    #: message); a larger one closes the socket with code 1009.
+    #: message); a larger one closes the socket with code 1009 as soon as its header
+    #: is read. Also the input a connection may have waiting for its command queue:
+    #: past it the server stops reading that socket until its actions catch up.
     max_message_size: int = 1 * MiB
     #: Subscriptions one connection may hold; more are answered ``reject_subscription``.
     max_subscriptions: int = 256
@@ -42,9 +44,11 @@ class CableConfig:
     #: Output a connection may have pending (unsent) before it counts as a slow
     #: consumer and is cut with ``disconnect`` reason ``too_slow``, ``reconnect: true``.
     max_pending_output: int = 4 * MiB
-    #: Connections one process accepts; more are refused with HTTP 503.
+    #: Connections one process accepts; more are refused with HTTP 503. Sockets still
+    #: in their handshake are capped at the same number: past it new ones are closed
+    #: at once, unanswered.
     max_connections: int = 50_000
-    #: Seconds a new socket has to send a complete upgrade request.
+    #: Seconds a new socket has to send a complete upgrade request (HTTP 408 after).
     handshake_timeout: float = 10.0
     #: Seconds ``Connection.connect`` may take before the socket is closed.
     connect_timeout: float = 10.0
@@ -52,7 +56,8 @@ class CableConfig:
     max_header_size: int = 16 * KiB
     #: Largest plain-HTTP request body an ``http_handler`` is given; more gets 413.
     max_http_body: int = 1 * MiB
-    #: Seconds to wait for a client's close frame, and for a closing socket to flush.
+    #: Seconds to wait for a client's close frame, and for a closing socket to flush;
+    #: then the socket is aborted.
     close_timeout: float = 5.0
     #: Seconds a graceful shutdown waits for actions in flight.
     shutdown_timeout: float = 10.0

@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -303,6 +304,9 @@ class _Socket(asyncio.Protocol):
                 extra={"cablecar_kind": "origin"},
             )
             self._http_error(403, "origin not allowed")
+            return
+        if not cable.running:
+            self._http_error(503, "shutting down", (("Retry-After", "1"),))
             return
         if not cable.can_accept():
             logger.warning(
@@ -587,3 +591,22 @@ def run(
             factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
+    _exit_past_stuck_threads(cable)
+
+
+def _exit_past_stuck_threads(cable: Cable) -> None:
+    """After a graceful shutdown, plain ``def`` actions still blocking a worker thread
+    past ``shutdown_timeout`` would keep the interpreter from exiting (it joins pool
+    threads at exit): log them and exit now."""
+    pool = cable.pool
+    threads = list(getattr(pool, "_threads", ())) if pool is not None else []
+    deadline = time.monotonic() + 0.5  # idle workers are ending on their own
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threads if t.is_alive()]
+    if stuck:
+        logger.warning(
+            "exiting with %d plain-def actions still running past shutdown_timeout", len(stuck)
+        )
+        logging.shutdown()
+        os._exit(0)

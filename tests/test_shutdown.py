@@ -1,0 +1,188 @@
+"""Graceful shutdown of ``cablecar serve`` on SIGTERM and SIGINT, as a real subprocess.
+
+The first signal: stop accepting, every client gets ``disconnect`` reason
+``server_restart`` with ``reconnect: true``, actions in flight finish (up to
+``shutdown_timeout``), channels and connections get their callbacks, the pub/sub
+adapter is closed, and the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import free_port
+from .rawws import RawWS
+from .servers import CablecarProcess
+
+APP = """
+import asyncio, os, time
+
+from cablecar import Cable, Channel, Connection
+from cablecar.pubsub.memory import MemoryPubSub
+
+JOURNAL = {journal!r}
+
+
+def note(line):
+    with open(JOURNAL, "a") as f:
+        f.write(line + "\\n")
+
+
+class JournaledPubSub(MemoryPubSub):
+    async def close(self):
+        note("adapter closed")
+        await super().close()
+
+
+class AppConnection(Connection):
+    identified_by = ("current_user",)
+
+    async def connect(self):
+        self.current_user = self.request.query.get("user", "anon")
+
+    async def disconnect(self):
+        note(f"disconnect {{self.current_user}}")
+
+
+class WorkChannel(Channel):
+    async def subscribed(self):
+        self.stream_from("work")
+
+    async def unsubscribed(self):
+        note(f"unsubscribed {{self.current_user}}")
+
+    async def work(self, data):
+        note(f"work started {{data['n']}}")
+        self.transmit({{"started": data["n"]}})
+        await asyncio.sleep(data["seconds"])
+        note(f"work done {{data['n']}}")
+
+    def blocking_work(self, data):
+        note(f"blocking work started {{data['n']}}")
+        self.transmit({{"started": data["n"]}})
+        time.sleep(data["seconds"])
+        note(f"blocking work done {{data['n']}}")
+
+
+cable = Cable(
+    connection=AppConnection,
+    channels=[WorkChannel],
+    pubsub=JournaledPubSub(),
+    shutdown_timeout={shutdown_timeout},
+)
+"""
+
+WORK = '{"channel":"WorkChannel"}'
+
+
+def start(tmp_path: Path, shutdown_timeout: float = 10.0) -> tuple[CablecarProcess, Path]:
+    journal = tmp_path / "journal.txt"
+    journal.write_text("")
+    app = tmp_path / "work_app.py"
+    app.write_text(APP.format(journal=str(journal), shutdown_timeout=shutdown_timeout))
+    proc = CablecarProcess(free_port(), f"{app}:cable", log=tmp_path / "server.log").start()
+    return proc, journal
+
+
+async def client(proc: CablecarProcess, user: str) -> RawWS:
+    ws = await RawWS.open(proc.port, f"/cable?user={user}")
+    ws.subscribe(WORK)
+    assert (await ws.recv_json())["type"] == "confirm_subscription"
+    return ws
+
+
+async def wait_exit(proc: CablecarProcess, timeout: float) -> int:
+    assert proc.proc is not None
+    deadline = time.monotonic() + timeout
+    while proc.proc.poll() is None:
+        assert time.monotonic() < deadline, "the server did not exit in time"
+        await asyncio.sleep(0.05)
+    return proc.proc.returncode
+
+
+async def refused(port: int) -> bool:
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionError:
+        return True
+    w.close()
+    return False
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    started: list[CablecarProcess] = []
+
+    def make(shutdown_timeout: float = 10.0) -> tuple[CablecarProcess, Path]:
+        proc, journal = start(tmp_path, shutdown_timeout)
+        started.append(proc)
+        return proc, journal
+
+    yield make
+    for proc in started:
+        proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_drains_clients_finishes_actions_and_exits_0(
+    server: Any, sig: signal.Signals
+) -> None:
+    proc, journal = server()
+    clients = [await client(proc, f"u{i}") for i in range(3)]
+    worker = clients[0]
+    worker.perform(WORK, "work", n=1, seconds=1.0)
+    assert (await worker.recv_json())["message"] == {"started": 1}
+    proc.proc.send_signal(sig)
+    # Every client is told to come back later, then the socket closes.
+    for ws in clients:
+        code, texts = await ws.expect_close(timeout=10)
+        assert texts[-1] == {"type": "disconnect", "reason": "server_restart", "reconnect": True}
+        assert code == 1000
+    assert await refused(proc.port)  # no longer accepting
+    assert await wait_exit(proc, 15) == 0
+    lines = journal.read_text().splitlines()
+    assert "work done 1" in lines  # the action in flight finished
+    assert {f"disconnect u{i}" for i in range(3)} <= set(lines)
+    assert {f"unsubscribed u{i}" for i in range(3)} <= set(lines)
+    assert lines[-1] == "adapter closed"
+    assert lines.index("work done 1") < lines.index("disconnect u0")
+
+
+@pytest.mark.parametrize("action", ["work", "blocking_work"])
+async def test_actions_past_the_shutdown_timeout_do_not_hold_the_exit(
+    server: Any, action: str
+) -> None:
+    proc, journal = server(shutdown_timeout=1.0)
+    ws = await client(proc, "stuck")
+    ws.perform(WORK, action, n=2, seconds=30)
+    assert (await ws.recv_json())["message"] == {"started": 2}
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    _code, texts = await ws.expect_close(timeout=10)
+    assert texts[-1]["reason"] == "server_restart"
+    assert await wait_exit(proc, 10) == 0
+    assert time.monotonic() - started < 8
+    lines = journal.read_text().splitlines()
+    assert "adapter closed" in lines and "work done 2" not in lines
+
+
+async def test_a_second_signal_exits_at_once(server: Any) -> None:
+    proc, _journal = server(shutdown_timeout=60.0)
+    ws = await client(proc, "stuck")
+    ws.perform(WORK, "work", n=3, seconds=60)
+    assert (await ws.recv_json())["message"] == {"started": 3}
+    proc.proc.send_signal(signal.SIGTERM)
+    await ws.expect_close(timeout=10)
+    await asyncio.sleep(0.3)
+    assert proc.proc.poll() is None  # still waiting for the action (up to 60 s)
+    assert await refused(proc.port)
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(proc, 5) != 0
+    assert time.monotonic() - started < 3
