@@ -159,11 +159,15 @@ def summarize(
     thr = h.get("throughput") or {}
     subscribed = int(h.get("subscribed") or 0)
     delivered = int(thr.get("delivered") or 0)
-    cpu_us = redis_us = cpu_s = None
+    cpu_us = redis_us = cpu_s = cpu_pct = None
     if "burst_start" in snaps and "burst_end" in snaps and delivered:
         s0, s1 = snaps["burst_start"], snaps["burst_end"]
         cpu_s = s1.server_cpu - s0.server_cpu
         cpu_us = cpu_s / delivered * 1e6
+        elapsed = thr.get("elapsed_s")
+        if elapsed:
+            # Share of one core over the burst (200 = both cores of this box).
+            cpu_pct = cpu_s / float(elapsed) * 100
         if s0.has_redis:
             redis_us = (s1.redis_cpu - s0.redis_cpu) / delivered * 1e6
     problems = []
@@ -202,6 +206,8 @@ def summarize(
         "server_cpu_s": r2(cpu_s, 3),
         "server_cpu_us_per_delivery": r2(cpu_us, 2),
         "redis_cpu_us_per_delivery": r2(redis_us, 2),
+        "server_cpu_pct": r2(cpu_pct, 0),
+        "client_cpu_pct": thr.get("client_cpu_pct"),
         "server_processes": nprocs,
         "kb_per_conn": h.get("kb_per_conn"),
         "connect_per_s": h.get("connect_per_s"),

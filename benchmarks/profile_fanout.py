@@ -10,7 +10,7 @@ Writes to ``benchmarks/results/``:
 - ``profile-fanout-<time>.svg``: a flame graph rendered from them,
 - ``profile-fanout-<time>-top.txt``: the top functions by own and by inclusive samples,
 
-and prints the top table. py-spy: ``.venv/bin/pip install py-spy``.
+and prints the top table. py-spy comes with the ``dev`` extra (``make setup``).
 
     .venv/bin/python benchmarks/profile_fanout.py --clients 10000 --burst 50 [--native]
 
