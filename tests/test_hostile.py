@@ -481,6 +481,17 @@ async def test_refused_action_with_deeply_nested_data_logs_without_error(env: En
     await still_works(ws)
 
 
+def test_filter_elides_nesting_deeper_than_it_walks() -> None:
+    """Cable.filter walks a client's data for log lines: nesting as deep as a JSON parser
+    allows must not reach Python's recursion limit."""
+    deep: Any = {"password": "hunter2"}
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    shown = repr(Cable().filter({"nested": deep, "token": "t-1", "list": [{"secret": 1}]}))
+    assert "[...]" in shown
+    assert "hunter2" not in shown and "t-1" not in shown and "[FILTERED]" in shown
+
+
 async def test_refused_action_log_line_filters_parameters(env: Env, log: Any) -> None:
     ws = await env.raw()
     ws.perform(ECHO, "nope", password="hunter2", api_key="k-123", note="visible")

@@ -130,8 +130,8 @@ def _run_workers(args: argparse.Namespace) -> int:
     for origin in args.allowed_origins or ():
         cmd += ["--allowed-origin", origin]
     # Each worker gets its own process group: a terminal's Ctrl-C (SIGINT to the
-    # foreground group) then reaches only this parent, which forwards it once. In the
-    # parent's group, a worker would get it twice and take the second as "exit now".
+    # foreground group) then reaches only this parent, which forwards it once. (A worker
+    # takes signals within a second of each other as one request anyway.)
     procs = [subprocess.Popen(cmd, process_group=0) for _ in range(args.workers)]
     print(
         f"cablecar: {args.workers} workers on port {args.port}: pids {[p.pid for p in procs]}",

@@ -49,8 +49,17 @@ logger = logging.getLogger("cablecar.server")
 #: ``channel`` and ``action``.
 ErrorHook = Callable[[BaseException, dict[str, Any]], Any]
 
-#: Connections that must close before the heap is trimmed (see ``_memory``).
+#: Seconds ``Cable.stop`` waits for subscribes in flight before closing the adapter.
+_BROKER_GRACE = 1.0
+
+#: Nesting depth past which ``Cable.filter`` elides a value (a client's JSON may nest
+#: deeper than Python's recursion limit).
+_FILTER_DEPTH = 32
+
+#: Connections that must close before the heap is trimmed (see ``_memory``), and the
+#: seconds without a close after which it is.
 _TRIM_AFTER = 512
+_TRIM_QUIET = 2.0
 
 Origins = str | re.Pattern[str] | Iterable[str | re.Pattern[str]] | None
 
@@ -132,6 +141,7 @@ class Cable:
         self._trim = _memory.trimmer()
         self._closed_since_trim = 0
         self._trim_handle: asyncio.TimerHandle | None = None
+        self._last_close = 0.0
         self.started_at: float | None = None
         self.connections_total = 0
         self.broadcasts_total = 0
@@ -209,6 +219,23 @@ class Cable:
             except TimeoutError:
                 logger.warning("%d connections still open after %ss", len(self._sessions), limit)
         pending = [t for t in self._tasks if not t.done()]
+        adapter_closed = False
+        if pending and self.hub.subscribes_in_flight:
+            # Every client is gone, but a subscribe may be waiting for a broker that is
+            # down, which would hold the shutdown for the whole timeout. Give the broker
+            # a moment, then close the adapter: the waiting subscribes end (AdapterError)
+            # and their sessions run their callbacks.
+            _done, still = await asyncio.wait(
+                pending, timeout=min(_BROKER_GRACE, max(0.0, deadline - time.monotonic()))
+            )
+            if still and self.hub.subscribes_in_flight:
+                logger.warning(
+                    "closing the pub/sub adapter: %d subscribes still wait for it",
+                    self.hub.subscribes_in_flight,
+                )
+                await self.pubsub.close()
+                adapter_closed = True
+            pending = [t for t in still if not t.done()]
         if pending:
             _done, still = await asyncio.wait(
                 pending, timeout=max(0.0, deadline - time.monotonic())
@@ -216,7 +243,8 @@ class Cable:
             for task in still:
                 task.cancel()
         await self.hub.close()
-        await self.pubsub.close()
+        if not adapter_closed:
+            await self.pubsub.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
@@ -344,8 +372,11 @@ class Cable:
         loop = self._loop or asyncio.get_running_loop()
         task = loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
 
     def loop_time(self) -> float:
         loop = self._loop
@@ -365,18 +396,27 @@ class Cable:
                 logger.exception("on_error hook %r raised", hook)
 
     def filter(self, data: Any) -> Any:
-        """``data`` with values of sensitive keys masked (``filter_parameters``)."""
+        """``data`` with values of sensitive keys masked (``filter_parameters``), long
+        strings shortened and nesting past 32 levels elided, for logging."""
         words = self.config.filter_parameters
-        if isinstance(data, dict):
-            return {
-                k: "[FILTERED]" if any(w in str(k).lower() for w in words) else self.filter(v)
-                for k, v in data.items()
-            }
-        if isinstance(data, list):
-            return [self.filter(v) for v in data]
-        if isinstance(data, str) and len(data) > 200:
-            return data[:197] + "..."
-        return data
+
+        def walk(value: Any, depth: int) -> Any:
+            if isinstance(value, dict | list) and depth >= _FILTER_DEPTH:
+                return "[...]"
+            if isinstance(value, dict):
+                return {
+                    k: "[FILTERED]"
+                    if any(w in str(k).lower() for w in words)
+                    else walk(v, depth + 1)
+                    for k, v in value.items()
+                }
+            if isinstance(value, list):
+                return [walk(v, depth + 1) for v in value]
+            if isinstance(value, str) and len(value) > 200:
+                return value[:197] + "..."
+            return value
+
+        return walk(data, 0)
 
     def _session_opened(self, session: Session) -> None:
         self._sessions[session] = None
@@ -390,21 +430,32 @@ class Cable:
         self._welcomed.pop(session, None)
         if not self._sessions and self._drained is not None:
             self._drained.set()
-        # After a wave of disconnects, give the freed memory back to the OS (once the
-        # wave is over: the trim runs 2 s after the last close that asked for it).
+        # After a wave of disconnects, give the freed memory back to the OS once the
+        # wave is over: _TRIM_QUIET seconds after the last close. One timer per wave,
+        # not one per close (short-lived objects left behind by a wave keep the
+        # allocator from returning its arenas).
         self._closed_since_trim += 1
-        if (
-            self._trim is not None
-            and self._closed_since_trim >= _TRIM_AFTER
-            and self._loop is not None
-        ):
-            if self._trim_handle is not None:
-                self._trim_handle.cancel()
-            self._trim_handle = self._loop.call_later(2.0, self._trim_now)
+        loop = self._loop
+        if self._trim is not None and loop is not None:
+            self._last_close = loop.time()
+            if self._closed_since_trim >= _TRIM_AFTER and self._trim_handle is None:
+                self._trim_handle = loop.call_later(_TRIM_QUIET, self._trim_due)
 
-    def _trim_now(self) -> None:
+    def _trim_due(self) -> None:
         self._trim_handle = None
+        loop = self._loop
+        if loop is None:
+            return
+        wait = self._last_close + _TRIM_QUIET - loop.time()
+        if wait > 0.01:  # closes went on: wait for the wave to end
+            self._trim_handle = loop.call_later(wait, self._trim_due)
+            return
         self._closed_since_trim = 0
+        # Dicts and sets never shrink: after a wave, rebuild the emptied ones at their
+        # present size (10,000 connections leave over 1 MB of empty tables).
+        self._sessions = dict(self._sessions)
+        self._welcomed = dict(self._welcomed)
+        self._tasks = set(self._tasks)
         if self._trim is not None:
             self._trim()
 

@@ -45,6 +45,8 @@ class Hub:
         self._locks: dict[str, list[Any]] = {}  # stream -> [lock, users]
         self._tasks: set[asyncio.Task[None]] = set()
         self._system: dict[str, Callable[[bytes], None]] = {}
+        #: Adapter subscribes awaiting the broker's answer right now.
+        self.subscribes_in_flight = 0
         #: Broadcast deliveries written (fast path) since start.
         self.deliveries = 0
 
@@ -147,7 +149,11 @@ class Hub:
             async with entry[0]:
                 wanted = stream in self._counts
                 if wanted and stream not in self._live:
-                    await self.adapter.subscribe(stream)
+                    self.subscribes_in_flight += 1
+                    try:
+                        await self.adapter.subscribe(stream)
+                    finally:
+                        self.subscribes_in_flight -= 1
                     self._live.add(stream)
                 elif not wanted and stream in self._live:
                     self._live.discard(stream)

@@ -42,6 +42,7 @@ class DisconnectReason(StrEnum):
     REMOTE = "remote"
     TOO_SLOW = "too_slow"
     TOO_MANY_COMMANDS = "too_many_commands"
+    MESSAGE_TOO_BIG = "message_too_big"
 
 
 class Command(StrEnum):

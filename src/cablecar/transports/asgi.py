@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import _json
 from ..http import Request
-from ..protocol import choose_subprotocol
+from ..protocol import DisconnectReason, choose_subprotocol
 from ..session import Session
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class ASGIApp:
                             session.warn_once(
                                 "frame_1009", "closing with code 1009: message too big"
                             )
-                            session.close("message_too_big", True, 1009)
+                            session.close(DisconnectReason.MESSAGE_TOO_BIG, True, 1009)
                         else:
                             session.receive(data)
                     elif message.get("bytes") is not None:

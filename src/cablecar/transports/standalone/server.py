@@ -387,7 +387,7 @@ class _Socket(asyncio.Protocol):
         assert session is not None
         session.warn_once(f"frame_{code}", "closing with code %d: %s", code, reason)
         why = (
-            "message_too_big"
+            DisconnectReason.MESSAGE_TOO_BIG
             if code == CloseCode.MESSAGE_TOO_BIG
             else DisconnectReason.INVALID_REQUEST
         )
@@ -467,14 +467,24 @@ class Server:
         backlog: int = 4096,
     ) -> None:
         await self.cable.start()
-        if sock is not None:
-            self._server = await self.loop.create_server(
-                lambda: _Socket(self), sock=sock, backlog=backlog
-            )
-        else:
-            self._server = await self.loop.create_server(
-                lambda: _Socket(self), host, port, reuse_port=reuse_port or None, backlog=backlog
-            )
+        try:
+            if sock is not None:
+                self._server = await self.loop.create_server(
+                    lambda: _Socket(self), sock=sock, backlog=backlog
+                )
+            else:
+                self._server = await self.loop.create_server(
+                    lambda: _Socket(self),
+                    host,
+                    port,
+                    reuse_port=reuse_port or None,
+                    backlog=backlog,
+                )
+        except BaseException:
+            # Could not bind (port taken, no permission): do not leave the adapter
+            # connected and the ping timer running behind a server that never was.
+            await self.cable.stop()
+            raise
 
     @property
     def port(self) -> int:
@@ -547,6 +557,10 @@ async def serve(
     return server
 
 
+#: Seconds after a shutdown signal during which another one is the same request.
+_SAME_SIGNAL_WINDOW = 1.0
+
+
 def run(
     cable: Cable,
     host: str = "127.0.0.1",
@@ -558,20 +572,28 @@ def run(
     use_uvloop: bool = True,
 ) -> None:
     """Serve until SIGINT/SIGTERM; the first signal shuts down gracefully, a second
-    one exits at once."""
+    one exits at once.
+
+    A second signal within a second of the first counts as the same request: Ctrl-C
+    reaches every process of the terminal's group, so a ``--workers`` child gets the
+    terminal's SIGINT and its parent's SIGTERM together.
+    """
 
     async def main() -> None:
         server = await serve(cable, host, port, http_handler=http_handler, reuse_port=reuse_port)
         loop = asyncio.get_running_loop()
-        stopping = False
+        stopping_since: float | None = None
         closing: list[asyncio.Task[None]] = []
 
         def on_signal() -> None:
-            nonlocal stopping
-            if stopping:
+            nonlocal stopping_since
+            now = time.monotonic()
+            if stopping_since is not None:
+                if now - stopping_since < _SAME_SIGNAL_WINDOW:
+                    return  # the same shutdown request, delivered twice
                 logger.warning("second signal: exiting now")
                 os._exit(1)
-            stopping = True
+            stopping_since = now
             logger.info("shutting down (signal)")
             closing.append(loop.create_task(server.close()))
 
