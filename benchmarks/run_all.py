@@ -9,7 +9,7 @@ and the markdown report (``report.py``) to ``run-<time>.md`` and stdout.
     .venv/bin/python benchmarks/run_all.py --servers cablecar,floor --scenarios fanout,roundtrip
     .venv/bin/python benchmarks/run_all.py --report benchmarks/results/run-X.jsonl   # re-render
 
-The full run takes 30-45 minutes on a 2-core machine (Django's in-memory layer alone needs
+The full run takes about 45 minutes on a 2-core machine (Django's in-memory layer alone needs
 minutes at 5,000 subscribers; it is not run at 10,000, where one broadcast would take about a
 minute — pass ``--include-slow`` to run it anyway).
 """
