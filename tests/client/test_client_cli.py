@@ -26,6 +26,12 @@ def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _default_sigint() -> None:
+    # A shell's background job (``make test &``) starts with SIGINT ignored, and a
+    # child inherits that; the Ctrl-C test sends SIGINT on purpose.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_listen(*args: str) -> subprocess.Popen[str]:
     """Start ``cablecar listen`` and wait until it says it is subscribed."""
     proc = subprocess.Popen(
@@ -34,6 +40,7 @@ def start_listen(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        preexec_fn=_default_sigint,
     )
     assert proc.stderr is not None
     line = _readline(proc.stderr, 15)
