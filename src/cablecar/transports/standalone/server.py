@@ -574,9 +574,10 @@ def run(
     """Serve until SIGINT/SIGTERM; the first signal shuts down gracefully, a second
     one exits at once.
 
-    A second signal within a second of the first counts as the same request: Ctrl-C
-    reaches every process of the terminal's group, so a ``--workers`` child gets the
-    terminal's SIGINT and its parent's SIGTERM together.
+    A second signal within a second of the first counts as the same request: a
+    supervisor that signals every process of a service (systemd's default
+    ``KillMode=control-group``) reaches a ``--workers`` child both directly and through
+    its parent.
     """
 
     async def main() -> None:
