@@ -197,7 +197,8 @@ async def test_a_second_signal_exits_at_once(server: Any) -> None:
 
 
 async def test_two_signals_at_once_are_one_graceful_shutdown(server: Any) -> None:
-    """Ctrl-C with --workers: a worker gets the terminal's SIGINT and the parent's SIGTERM."""
+    """A supervisor that signals every process of the service reaches a --workers child
+    directly and through its parent: two signals at once are one graceful shutdown."""
     proc, journal = server()
     ws = await client(proc, "u0")
     ws.perform(WORK, "work", n=1, seconds=1.0)
