@@ -43,7 +43,7 @@ from .errors import (
     UnknownChannel,
 )
 from .http import Request, Response
-from .server import Cable
+from .cable import Cable
 
 if TYPE_CHECKING:
     from .broadcast import Broadcaster

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 __all__ = ["trimmer"]
 
-logger = logging.getLogger("cablecar.server")
+logger = logging.getLogger("cablecar.cable")
 
 
 def _load_trim() -> Callable[[int], int] | None:

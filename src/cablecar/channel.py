@@ -37,7 +37,7 @@ from .protocol.frames import encode_identifier
 
 if TYPE_CHECKING:
     from .connection import Connection
-    from .server import Cable
+    from .cable import Cable
     from .session import Session
 
 __all__ = [

@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import ConfigurationError
     from .pubsub import adapter_from_url
     from .pubsub.memory import MemoryPubSub
-    from .server import Cable, redact_url
+    from .cable import Cable, redact_url
     from .transports.standalone import run
 
     if args.workers > 1:
@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
         cable.pubsub_url = redact_url(args.pubsub)  # it is logged
         cable.hub.adapter = cable.pubsub
     if args.allowed_origins:
-        from .server import _compile_origins
+        from .cable import _compile_origins
 
         origins: Any = "*" if args.allowed_origins == ["*"] else args.allowed_origins
         cable.allowed_origins = origins

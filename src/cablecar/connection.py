@@ -25,7 +25,7 @@ from ._remote import identifier_key
 from .http import Request
 
 if TYPE_CHECKING:
-    from .server import Cable
+    from .cable import Cable
     from .session import Session
 
 __all__ = ["Connection", "Unauthorized"]

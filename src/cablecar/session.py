@@ -45,8 +45,8 @@ from .protocol import (
 if TYPE_CHECKING:
     from .channel import Channel, StreamCallback
     from .connection import Connection
-    from .server import Cable
-    from .transports.base import Sink
+    from .cable import Cable
+    from .transport import Sink
 
 __all__ = ["Session", "State"]
 

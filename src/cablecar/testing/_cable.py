@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 from .._remote import identifier_key
 from ..http import Request
-from ..server import Cable
-from ..streams import Hub
+from ..cable import Cable
+from ..hub import Hub
 
 __all__ = ["build_request", "make_startable", "rewind"]
 

@@ -1,7 +1,7 @@
 """A transport that keeps what the server sent: the in-process tester's socket.
 
 The hub and the session write to a :class:`RecordingSink` exactly as they write to a
-standalone socket or an ASGI connection (see :class:`cablecar.transports.base.Sink`);
+standalone socket or an ASGI connection (see :class:`cablecar.transport.Sink`);
 the sink decodes each frame and appends it to a list instead of framing it.
 """
 
@@ -24,7 +24,7 @@ def _keep(data: bytes) -> bytes:
 
 
 class RecordingSink:
-    """A :class:`~cablecar.transports.base.Sink` that records every frame, decoded.
+    """A :class:`~cablecar.transport.Sink` that records every frame, decoded.
 
     Attributes:
         frames: every frame the server sent, decoded from JSON, pings included, in order.

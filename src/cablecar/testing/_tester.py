@@ -18,9 +18,9 @@ from ..connection import Connection
 from ..errors import ConnectionRejected
 from ..protocol import SUBPROTOCOLS, frames
 from ..pubsub import PubSub, adapter_from_url
-from ..server import Cable
+from ..cable import Cable
 from ..session import Session, State
-from ..streams import Hub
+from ..hub import Hub
 from ._broadcasts import BroadcastLog, RecordingPubSub
 from ._cable import build_request, make_startable, rewind
 from ._client import TestConnection

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 if TYPE_CHECKING:
-    from ..server import Cable
+    from ..cable import Cable
     from ..transports.standalone import Server
     from ._tester import ChannelTester
 
@@ -78,7 +78,7 @@ def cablecar_cable(request: pytest.FixtureRequest) -> Cable:
     """The cable ``cablecar_tester`` tests: override this fixture (in conftest.py or
     the test module) to return yours, or parametrize it indirectly."""
     if hasattr(request, "param"):
-        from ..server import Cable
+        from ..cable import Cable
 
         value = request.param
         cable = value if isinstance(value, Cable) else value()

@@ -40,11 +40,11 @@ from ..protocol import DisconnectReason, choose_subprotocol
 from ..session import Session
 
 if TYPE_CHECKING:
-    from ..server import Cable
+    from ..cable import Cable
 
 __all__ = ["ASGIApp", "CableMiddleware", "Message", "Receive", "Scope", "Send"]
 
-logger = logging.getLogger("cablecar.server")
+logger = logging.getLogger("cablecar.transports.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,7 +60,7 @@ def _prepare(data: bytes) -> _Wire:
 
 
 class _Socket:
-    """One accepted WebSocket; the session's :class:`~cablecar.transports.base.Sink`."""
+    """One accepted WebSocket; the session's :class:`~cablecar.transport.Sink`."""
 
     prepare: ClassVar[Callable[[bytes], _Wire]] = staticmethod(_prepare)
 

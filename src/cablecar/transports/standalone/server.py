@@ -53,18 +53,18 @@ from .http import (
 )
 
 if TYPE_CHECKING:
-    from ...server import Cable
+    from ...cable import Cable
 
 __all__ = ["HTTPHandler", "Server", "run", "serve"]
 
-logger = logging.getLogger("cablecar.server")
+logger = logging.getLogger("cablecar.transports.standalone")
 
 #: ``async def handler(request) -> Response | None`` for plain HTTP requests.
 HTTPHandler = Callable[[Request], Awaitable[Response | None]]
 
 
 class _Socket(asyncio.Protocol):
-    """One client socket; also the session's :class:`~cablecar.transports.base.Sink`."""
+    """One client socket; also the session's :class:`~cablecar.transport.Sink`."""
 
     __slots__ = (
         "_buf",

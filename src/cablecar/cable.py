@@ -36,14 +36,14 @@ from .http import Request
 from .protocol import DisconnectReason, frames
 from .pubsub import PubSub, adapter_from_url
 from .session import Session
-from .streams import Hub
+from .hub import Hub
 
 if TYPE_CHECKING:
     from .transports.asgi import ASGIApp
 
 __all__ = ["Cable", "ErrorHook"]
 
-logger = logging.getLogger("cablecar.server")
+logger = logging.getLogger("cablecar.cable")
 
 #: ``on_error(exc, context)``: context has ``connection`` and, for channel code,
 #: ``channel`` and ``action``.

@@ -24,11 +24,11 @@ from .pubsub.base import PubSub
 
 if TYPE_CHECKING:
     from .channel import Channel, StreamCallback
-    from .transports.base import Sink
+    from .transport import Sink
 
 __all__ = ["Hub"]
 
-logger = logging.getLogger("cablecar.streams")
+logger = logging.getLogger("cablecar.hub")
 
 _GroupKey = tuple[bytes, Callable[[bytes], Any]]
 
