@@ -12,7 +12,8 @@ PORT ?= 8080
 demo: $(VENV)/.stamp
 	$(BIN)/cablecar demo --host 127.0.0.1 --port $(PORT)
 
-test: setup
+# ruff (format and lint), mypy --strict on the package, then every test.
+test: setup lint types
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # Without the browser, Node and service-backed tests.

@@ -8,9 +8,9 @@ import sys
 import cablecar
 
 PUBLIC = {
-    "ActionNotAllowed", "AdapterError", "Broadcaster", "Cable", "CableConfig", "CablecarError",
+    "ActionNotAllowed", "AdapterError", "Broadcaster", "Cable", "CableConfig", "CableMiddleware", "CablecarError",
     "Channel", "ConfigurationError", "Connection", "ConnectionRejected", "InvalidCommand",
-    "ProtocolViolation", "Request", "Response", "SubscriptionRejected", "UnknownChannel",
+    "ProtocolViolation", "Request", "Response", "SubscriptionRejected", "Unauthorized",
     "__version__", "after_subscribe", "after_unsubscribe", "before_subscribe",
     "before_unsubscribe", "periodically", "rescue_from",
 }  # fmt: skip
@@ -43,3 +43,21 @@ def test_import_loads_no_optional_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cable_shows_a_small_face() -> None:
+    """Cable's public names are the documented ones: what applications and transports
+    call; the runtime's internals are not reachable from it."""
+    public = {n for n in dir(cablecar.Cable) if not n.startswith("_")}
+    assert public == {
+        # configuration
+        "register", "channels", "use_pubsub", "wrap_pubsub", "pubsub", "pubsub_url",
+        "allowed_origins",
+        # lifecycle
+        "start", "stop", "state", "running", "wait_live",
+        # broadcasting and connections
+        "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
+        "statistics", "open_connections_statistics", "streams",
+        # for transports (cablecar.transport)
+        "admit", "open_session", "health", "asgi",
+    }  # fmt: skip

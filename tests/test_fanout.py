@@ -72,15 +72,6 @@ async def test_broadcast_to_1000_subscribers_encodes_once_and_frames_once_per_gr
     """1,000 subscribers in two identifier groups: one JSON encode for the broadcast,
     two frames built (one per group), zero JSON decodes, and every subscriber gets
     exactly the same bytes as the others in its group."""
-    cable = Cable(channels=[FeedChannel], ping_interval=3600)
-    server = await cablecar_server(cable)
-    ident_a = '{"channel":"FeedChannel"}'
-    ident_b = '{"channel":"FeedChannel","v":2}'
-    clients = await asyncio.gather(
-        *(_client(server.port, ident_a if i % 2 else ident_b) for i in range(N))
-    )
-    assert cable.hub.subscriber_count("feed") == N
-
     counts = {"dumps": 0, "loads": 0, "frames": 0}
     real_dumps, real_loads, real_frame = _json.dumps, _json.loads, standalone._Socket.prepare
 
@@ -96,18 +87,25 @@ async def test_broadcast_to_1000_subscribers_encodes_once_and_frames_once_per_gr
         counts["frames"] += 1
         return real_frame(data)
 
+    # Before anyone subscribes: the hub groups subscribers by the sink's prepare.
+    monkeypatch.setattr(standalone._Socket, "prepare", staticmethod(frame))
+    cable = Cable(channels=[FeedChannel], ping_interval=3600)
+    server = await cablecar_server(cable)
+    ident_a = '{"channel":"FeedChannel"}'
+    ident_b = '{"channel":"FeedChannel","v":2}'
+    clients = await asyncio.gather(
+        *(_client(server.port, ident_a if i % 2 else ident_b) for i in range(N))
+    )
+    assert cable.streams()["feed"] == N
+
     monkeypatch.setattr(_json, "dumps", dumps)
     monkeypatch.setattr(_json, "loads", loads)
-    monkeypatch.setattr(standalone._Socket, "prepare", staticmethod(frame))
-    # The group key holds the prepare function: re-key the groups so the counter is used.
-    groups = cable.hub._groups["feed"]
-    cable.hub._groups["feed"] = {(k[0], frame): v for k, v in groups.items()}
-
-    deliveries_before = cable.hub.deliveries
+    counts.update(dumps=0, loads=0, frames=0)
+    deliveries_before = cable.statistics()["deliveries_total"]
     await cable.broadcast("feed", {"text": "hello, everyone", "n": 1})
 
     assert counts == {"dumps": 1, "loads": 0, "frames": 2}
-    assert cable.hub.deliveries - deliveries_before == N
+    assert cable.statistics()["deliveries_total"] - deliveries_before == N
 
     received = await asyncio.wait_for(
         asyncio.gather(*(_read_frame(r) for r, _w in clients)), TIMEOUT * 2

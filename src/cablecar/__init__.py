@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .cable import Cable
 from .channel import (
     Channel,
     after_subscribe,
@@ -40,13 +41,13 @@ from .errors import (
     InvalidCommand,
     ProtocolViolation,
     SubscriptionRejected,
-    UnknownChannel,
+    Unauthorized,
 )
 from .http import Request, Response
-from .cable import Cable
 
 if TYPE_CHECKING:
     from .broadcast import Broadcaster
+    from .transports.asgi import CableMiddleware
 
 __all__ = [
     "ActionNotAllowed",
@@ -54,6 +55,7 @@ __all__ = [
     "Broadcaster",
     "Cable",
     "CableConfig",
+    "CableMiddleware",
     "CablecarError",
     "Channel",
     "ConfigurationError",
@@ -64,7 +66,7 @@ __all__ = [
     "Request",
     "Response",
     "SubscriptionRejected",
-    "UnknownChannel",
+    "Unauthorized",
     "__version__",
     "after_subscribe",
     "after_unsubscribe",
@@ -76,9 +78,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Broadcaster is imported on first use: `import cablecar` stays light.
+    # Imported on first use: `import cablecar` stays light.
     if name == "Broadcaster":
         from .broadcast import Broadcaster
 
         return Broadcaster
+    if name == "CableMiddleware":
+        from .transports.asgi import CableMiddleware
+
+        return CableMiddleware
     raise AttributeError(f"module 'cablecar' has no attribute {name!r}")

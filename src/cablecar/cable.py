@@ -1,4 +1,4 @@
-"""The ``Cable``: channel registry, live connections, broadcasting, lifecycle.
+"""The ``Cable``: the application's face of an Action Cable server.
 
 Example::
 
@@ -12,36 +12,49 @@ Example::
     # cablecar serve app:cable            (standalone server)
     # app.add_middleware(CableMiddleware, cable=cable)   (inside FastAPI/Starlette; see docs)
     # await cable.broadcast("chat_1", {"body": "hi"})   (from any code in the process)
+
+What the cable owns and what it hands on:
+
+- the configuration (:class:`~cablecar.CableConfig`), the channel registry
+  (:mod:`cablecar.registry`), the pub/sub adapter and the origin policy;
+- its lifecycle: ``start()`` builds a :class:`~cablecar._runtime.Runtime` (the loop,
+  the worker pool, the hub, the live sessions), ``stop()`` shuts it down; a stopped
+  cable can be started again;
+- admission and health for transports (``admit``, ``health``, ``open_session``: the
+  contract in :mod:`cablecar.transport`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from . import _json, _memory
-from ._remote import CONTROL_STREAM, RemoteConnections, identifier_key
+from . import _json
+from ._remote import RemoteConnections
+from ._runtime import Runtime
+from ._urls import redact_url
 from .channel import Channel
 from .config import CableConfig
 from .connection import Connection
 from .errors import ConfigurationError
-from .http import Request
-from .protocol import DisconnectReason, frames
+from .http import Request, Response
 from .pubsub import PubSub, adapter_from_url
+from .registry import ChannelRegistry
 from .session import Session
-from .hub import Hub
+from .transport import Refusal
 
 if TYPE_CHECKING:
+    from .transport import Sink
     from .transports.asgi import ASGIApp
 
-__all__ = ["Cable", "ErrorHook"]
+__all__ = ["Cable", "CableSettings", "CableState", "ErrorHook"]
 
 logger = logging.getLogger("cablecar.cable")
 
@@ -49,19 +62,42 @@ logger = logging.getLogger("cablecar.cable")
 #: ``channel`` and ``action``.
 ErrorHook = Callable[[BaseException, dict[str, Any]], Any]
 
-#: Seconds ``Cable.stop`` waits for subscribes in flight before closing the adapter.
-_BROKER_GRACE = 1.0
-
-#: Nesting depth past which ``Cable.filter`` elides a value (a client's JSON may nest
-#: deeper than Python's recursion limit).
-_FILTER_DEPTH = 32
-
-#: Connections that must close before the heap is trimmed (see ``_memory``), and the
-#: seconds without a close after which it is.
-_TRIM_AFTER = 512
-_TRIM_QUIET = 2.0
-
 Origins = str | re.Pattern[str] | Iterable[str | re.Pattern[str]] | None
+
+
+class CableState(enum.Enum):
+    """Where a cable is in its lifecycle."""
+
+    NEW = "new"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class CableSettings(TypedDict, total=False):
+    """The keyword settings of ``Cable(...)``: every field of :class:`CableConfig`.
+
+    Passing them as keywords is type-checked (a misspelt name is a mypy error and a
+    ``TypeError`` at run time).
+    """
+
+    mount_path: str
+    health_path: str | None
+    ping_interval: float
+    max_message_size: int
+    max_subscriptions: int
+    max_commands_per_second: float
+    command_burst: int
+    max_pending_output: int
+    max_connections: int
+    handshake_timeout: float
+    connect_timeout: float
+    max_header_size: int
+    max_http_body: int
+    close_timeout: float
+    shutdown_timeout: float
+    worker_pool_size: int
+    filter_parameters: tuple[str, ...]
 
 
 class Cable:
@@ -81,6 +117,12 @@ class Cable:
         channel_prefix: prefix for stream names in the pub/sub service.
         on_error: hooks called with ``(exception, context)`` when user code raises.
         config: a :class:`~cablecar.CableConfig`; keyword ``settings`` override fields.
+        settings: any field of :class:`~cablecar.CableConfig` (see :class:`CableSettings`).
+
+    Raises:
+        TypeError: an unknown setting (the message lists the valid ones).
+        ConfigurationError: ``connection`` or a channel is not a subclass of the base
+            class, or the pub/sub URL is not supported.
     """
 
     def __init__(
@@ -93,104 +135,147 @@ class Cable:
         channel_prefix: str | None = None,
         on_error: ErrorHook | Iterable[ErrorHook] | None = None,
         config: CableConfig | None = None,
-        **settings: Any,
+        **settings: Unpack[CableSettings],
     ) -> None:
         if not (isinstance(connection, type) and issubclass(connection, Connection)):
             raise ConfigurationError(f"connection must be a Connection subclass: {connection!r}")
         self.connection_class = connection
-        self.config = _make_config(config, settings)
-        self._channels: dict[str, type[Channel]] = {}
-        items = (
-            channels.items()
-            if isinstance(channels, Mapping)
-            else ((c.__name__, c) for c in channels)
-        )
-        for name, cls in items:
-            self.register(cls, name)
-        self.pubsub: PubSub = (
-            adapter_from_url(pubsub, channel_prefix=channel_prefix)
-            if isinstance(pubsub, str)
-            else pubsub
-        )
-        #: The adapter's URL without user, password or query (it is logged).
-        self.pubsub_url = redact_url(pubsub) if isinstance(pubsub, str) else type(pubsub).__name__
+        self.config = _make_config(config, dict(settings))
+        self._registry = ChannelRegistry(self, channels)
+        self._runtime: Runtime | None = None
+        self._pubsub: PubSub = adapter_from_url("memory://")
+        self._pubsub_url = "memory://"
+        self.use_pubsub(pubsub, channel_prefix=channel_prefix)
+        self._origin_any = False
+        self._origins: list[str | re.Pattern[str]] = []
         self.allowed_origins = allowed_origins
-        self._origin_any, self._origins = _compile_origins(allowed_origins)
-        self._error_hooks: list[ErrorHook] = (
+        #: Hooks called with ``(exception, context)`` when user code raises.
+        self.error_hooks: list[ErrorHook] = (
             [] if on_error is None else [on_error] if callable(on_error) else list(on_error)
         )
-        self.hub = Hub(self.pubsub)
         #: ``remote_connections.where(current_user=u).disconnect(reconnect=False)``:
         #: closes matching connections on every process sharing the adapter.
         self.remote_connections = RemoteConnections(self._publish)
-        self.pool: ThreadPoolExecutor | None = None
-        self.loop_thread: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._state = "new"
-        self._start_lock: asyncio.Lock | None = None
-        self._sessions: dict[Session, None] = {}  # every open socket
-        self._welcomed: dict[Session, None] = {}  # sockets that got welcome
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._ping_handle: asyncio.TimerHandle | None = None
         #: Schedules ``periodically`` timers: anything with the event loop's ``time()``
         #: and ``call_later()``; ``None`` (default) is the running loop. A seam for
         #: ``cablecar.testing``, whose virtual clock advances time without sleeping.
         self.timer_clock: Any = None
-        self._drained: asyncio.Event | None = None
-        self._control: asyncio.Task[None] | None = None
-        self._trim = _memory.trimmer()
-        self._closed_since_trim = 0
-        self._trim_handle: asyncio.TimerHandle | None = None
-        self._last_close = 0.0
-        self.started_at: float | None = None
-        self.connections_total = 0
-        self.broadcasts_total = 0
+        self._state = CableState.NEW
+        self._start_lock: asyncio.Lock | None = None
+        self._broadcasts_total = 0
 
-    # -- registry -----------------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def register(self, channel: type[Channel], name: str | None = None) -> None:
         """Register a channel class under ``name`` (default: its class name)."""
-        if not (isinstance(channel, type) and issubclass(channel, Channel)) or channel is Channel:
-            raise ConfigurationError(f"not a Channel subclass: {channel!r}")
-        self._channels[name or channel.__name__] = channel
-        channel._cable_ref = self
-
-    def channel_class(self, name: str) -> type[Channel] | None:
-        """The channel class registered under ``name``; nothing is imported or reflected."""
-        return self._channels.get(name)
+        self._registry.register(channel, name)
 
     @property
     def channels(self) -> dict[str, type[Channel]]:
         """Registered channels by name."""
-        return dict(self._channels)
+        return self._registry.as_dict()
+
+    def use_pubsub(self, pubsub: str | PubSub, *, channel_prefix: str | None = None) -> None:
+        """Use another pub/sub adapter (a URL or an instance) from the next ``start()``.
+
+        Raises:
+            RuntimeError: the cable is running.
+            ConfigurationError: the URL's scheme is not supported.
+        """
+        if self._runtime is not None:
+            raise RuntimeError("the pub/sub adapter can only change while the cable is stopped")
+        if isinstance(pubsub, str):
+            self._pubsub = adapter_from_url(pubsub, channel_prefix=channel_prefix)
+            self._pubsub_url = redact_url(pubsub)
+        else:
+            self._pubsub = pubsub
+            self._pubsub_url = type(pubsub).__name__
+
+    def wrap_pubsub(self, wrap: Callable[[PubSub], PubSub]) -> PubSub:
+        """Put ``wrap(adapter)`` in the adapter's place, also while running: for a
+        wrapper that forwards every call to the adapter it wraps (a recorder, a meter;
+        ``cablecar.testing`` records broadcasts this way). Returns the adapter replaced,
+        so that ``cable.wrap_pubsub(lambda _: previous)`` undoes it."""
+        previous = self._pubsub
+        self._pubsub = wrap(previous)
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.adapter = runtime.hub.adapter = self._pubsub
+        return previous
+
+    @property
+    def pubsub(self) -> PubSub:
+        """The pub/sub adapter."""
+        return self._pubsub
+
+    @property
+    def pubsub_url(self) -> str:
+        """The adapter's URL without user, password or query (it is logged)."""
+        return self._pubsub_url
+
+    @property
+    def allowed_origins(self) -> Origins:
+        """Browsers' ``Origin`` check (see the class docstring); assigning recompiles it."""
+        return self._allowed_origins
+
+    @allowed_origins.setter
+    def allowed_origins(self, origins: Origins) -> None:
+        self._allowed_origins = origins
+        if origins is None:
+            self._origin_any, self._origins = False, []
+        elif origins == "*":
+            self._origin_any, self._origins = True, []
+        elif isinstance(origins, str | re.Pattern):
+            self._origin_any, self._origins = False, [origins]
+        else:
+            self._origin_any, self._origins = False, list(origins)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the adapter and start pinging. Idempotent; transports call it."""
-        if self._state == "started":
+        """Connect the adapter and start pinging. Idempotent; transports call it.
+
+        A stopped cable starts again with fresh runtime state; so does one whose event
+        loop was closed while it ran (one test after another).
+
+        Raises:
+            RuntimeError: the cable runs (or is stopping) on another live event loop.
+        """
+        loop = asyncio.get_running_loop()
+        runtime = self._runtime
+        if runtime is not None and runtime.loop is not loop:
+            if not runtime.loop.is_closed():
+                raise RuntimeError("the cable is running on another event loop")
+            runtime.abandon()  # its loop is gone: start afresh
+            self._runtime = None
+            self._state = CableState.STOPPED
+            self._start_lock = None
+        if self._state is CableState.STARTED:
             return
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self._state == "started":
+            if self.running:  # another start() finished while this one waited
                 return
-            if self._state == "stopped":
-                raise RuntimeError("a stopped Cable cannot be started again")
-            self._loop = asyncio.get_running_loop()
-            self.loop_thread = threading.get_ident()
-            self.pool = ThreadPoolExecutor(
-                self.config.worker_pool_size, thread_name_prefix="cablecar"
+            if self._state is CableState.STOPPING:
+                raise RuntimeError("the cable is stopping")
+            runtime = Runtime(
+                self,
+                self.config,
+                self._registry,
+                self.connection_class,
+                self._pubsub,
+                self.error_hooks,
             )
-            await self.pubsub.start(self.hub.deliver)
-            # In the background: with the broker down, the server still starts and
-            # serves; the control stream goes live once the adapter reconnects.
-            self._control = self.spawn(self.hub.add_system(CONTROL_STREAM, self._on_control))
-            self._ping_handle = self._loop.call_later(self.config.ping_interval, self._ping)
-            self.started_at = time.time()
-            self._state = "started"
+            await runtime.start()
+            self._runtime = runtime
+            self._state = CableState.STARTED
+            n = len(self._registry)
             logger.info(
-                "cable started (pub/sub %s, %d channels)", self.pubsub_url, len(self._channels)
+                "cable started (pub/sub %s, %d channel%s)",
+                self._pubsub_url,
+                n,
+                "" if n == 1 else "s",
             )
 
     async def stop(self, *, timeout: float | None = None) -> None:
@@ -198,62 +283,40 @@ class Cable:
         with ``reconnect: true``; actions in flight get up to ``timeout`` seconds
         (``config.shutdown_timeout``); then the adapter closes.
         """
-        if self._state != "started":
-            self._state = "stopped"
+        runtime = self._runtime
+        if runtime is None or self._state is not CableState.STARTED:
+            if self._state is not CableState.STOPPING:
+                self._state = CableState.STOPPED if runtime is None else self._state
             return
-        self._state = "stopping"
-        if self._ping_handle is not None:
-            self._ping_handle.cancel()
-        if self._control is not None and not self._control.done():
-            self._control.cancel()  # the broker never came up: nothing to wait for
-        if self._trim_handle is not None:
-            self._trim_handle.cancel()
-        for session in list(self._sessions):
-            session.close(DisconnectReason.SERVER_RESTART, True)
-        limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        if self._sessions:
-            self._drained = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._drained.wait(), limit)
-            except TimeoutError:
-                logger.warning("%d connections still open after %ss", len(self._sessions), limit)
-        pending = [t for t in self._tasks if not t.done()]
-        adapter_closed = False
-        if pending and self.hub.subscribes_in_flight:
-            # Every client is gone, but a subscribe may be waiting for a broker that is
-            # down, which would hold the shutdown for the whole timeout. Give the broker
-            # a moment, then close the adapter: the waiting subscribes end (AdapterError)
-            # and their sessions run their callbacks.
-            _done, still = await asyncio.wait(
-                pending, timeout=min(_BROKER_GRACE, max(0.0, deadline - time.monotonic()))
-            )
-            if still and self.hub.subscribes_in_flight:
-                logger.warning(
-                    "closing the pub/sub adapter: %d subscribes still wait for it",
-                    self.hub.subscribes_in_flight,
-                )
-                await self.pubsub.close()
-                adapter_closed = True
-            pending = [t for t in still if not t.done()]
-        if pending:
-            _done, still = await asyncio.wait(
-                pending, timeout=max(0.0, deadline - time.monotonic())
-            )
-            for task in still:
-                task.cancel()
-        await self.hub.close()
-        if not adapter_closed:
-            await self.pubsub.close()
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-        self._state = "stopped"
+        self._state = CableState.STOPPING
+        try:
+            await runtime.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
+        finally:
+            self._runtime = None
+            self._start_lock = None
+            self._state = CableState.STOPPED
         logger.info("cable stopped")
 
     @property
+    def state(self) -> CableState:
+        """Where the cable is in its lifecycle."""
+        return self._state
+
+    @property
     def running(self) -> bool:
-        """Whether the cable is started and not stopping."""
-        return self._state == "started"
+        """Whether the cable is started and not stopping (on an event loop that is open)."""
+        runtime = self._runtime
+        return (
+            self._state is CableState.STARTED
+            and runtime is not None
+            and not runtime.loop.is_closed()
+        )
+
+    async def wait_live(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until remote disconnects reach this
+        process: its control stream is live in the adapter."""
+        if self._runtime is not None:
+            await self._runtime.control_live(timeout)
 
     async def __aenter__(self) -> Cable:
         await self.start()
@@ -271,8 +334,8 @@ class Cable:
         ``{"identifier": <theirs>, "message": <message>}``.
         """
         payload = _json.dumps(message)
-        self.broadcasts_total += 1
-        await self.pubsub.publish(stream, payload)
+        self._broadcasts_total += 1
+        await self._pubsub.publish(stream, payload)
 
     async def broadcast_to(self, channel: type[Channel], model: Any, message: Any) -> None:
         """``broadcast(channel.broadcasting_for(model), message)``."""
@@ -286,65 +349,111 @@ class Cable:
             RuntimeError: called on the event loop (use ``await cable.broadcast``), or
                 the cable is not running.
         """
-        loop = self._loop
-        if loop is None or not self.running:
+        runtime = self._runtime
+        if runtime is None or not self.running:
             raise RuntimeError("the cable is not running")
-        if threading.get_ident() == self.loop_thread:
+        if threading.get_ident() == runtime.loop_thread:
             raise RuntimeError("broadcast_sync() on the event loop: use 'await cable.broadcast()'")
-        asyncio.run_coroutine_threadsafe(self.broadcast(stream, message), loop).result(timeout)
+        asyncio.run_coroutine_threadsafe(self.broadcast(stream, message), runtime.loop).result(
+            timeout
+        )
 
     async def _publish(self, stream: str, payload: bytes) -> None:
-        await self.pubsub.publish(stream, payload)
+        await self._pubsub.publish(stream, payload)
 
-    def _on_control(self, payload: bytes) -> None:
-        try:
-            command = _json.loads(payload)
-            wanted = command["identifiers"]
-            reconnect = bool(command.get("reconnect", True))
-            if command.get("type") != "disconnect" or not isinstance(wanted, dict):
-                raise ValueError("not a disconnect")
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignored a malformed remote command on %s", CONTROL_STREAM)
-            return
-        for session in list(self._welcomed):
-            connection = session.connection
-            if connection is not None and all(
-                identifier_key(getattr(connection, name, None)) == value
-                for name, value in wanted.items()
-            ):
-                logger.info("%s: remote disconnect", session)
-                session.close(DisconnectReason.REMOTE, reconnect)
-
-    # -- connections ----------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
     @property
     def connections(self) -> list[Connection]:
         """This process's connections that completed ``connect``."""
-        return [s.connection for s in self._welcomed if s.connection is not None]
+        runtime = self._runtime
+        if runtime is None:
+            return []
+        return [s.connection for s in runtime.welcomed if s.connection is not None]
+
+    @property
+    def socket_count(self) -> int:
+        """Sockets open now (welcomed or still running ``connect``)."""
+        return 0 if self._runtime is None else len(self._runtime.sessions)
 
     def statistics(self) -> dict[str, Any]:
         """Live figures of this process (also served at the health path)."""
+        runtime = self._runtime
+        welcomed = runtime.welcomed if runtime is not None else {}
         return {
-            "status": "ok" if self.running else self._state,
-            "connections": len(self._welcomed),
-            "sockets": len(self._sessions),
-            "connections_total": self.connections_total,
-            "subscriptions": sum(len(s.subscriptions) for s in self._welcomed),
-            "streams": len(self.hub.streams),
-            "broadcasts_total": self.broadcasts_total,
-            "deliveries_total": self.hub.deliveries,
-            "uptime": 0.0 if self.started_at is None else round(time.time() - self.started_at, 3),
-            "pubsub": self.pubsub_url
-            if "://" not in self.pubsub_url
-            else self.pubsub_url.split("://")[0],
+            "status": "ok" if self.running else self._state.value,
+            "connections": len(welcomed),
+            "sockets": self.socket_count,
+            "connections_total": 0 if runtime is None else runtime.connections_total,
+            "subscriptions": sum(len(s.subscriptions) for s in welcomed),
+            "streams": 0 if runtime is None else len(runtime.hub.streams),
+            "broadcasts_total": self._broadcasts_total,
+            "deliveries_total": 0 if runtime is None else runtime.hub.deliveries,
+            "uptime": 0.0 if runtime is None else round(time.time() - runtime.started_at, 3),
+            "pubsub": self._pubsub_url.split("://")[0],
         }
 
     def open_connections_statistics(self) -> list[dict[str, Any]]:
         """``statistics()`` of every connection, as Rails' method of the same name."""
         return [c.statistics() for c in self.connections]
 
-    def check_origin(self, request: Request) -> bool:
-        """Whether a browser's ``Origin`` may open a connection (see ``allowed_origins``)."""
+    def streams(self) -> dict[str, int]:
+        """Streams with subscribers in this process, and how many each has."""
+        runtime = self._runtime
+        if runtime is None:
+            return {}
+        hub = runtime.hub
+        return {stream: hub.subscriber_count(stream) for stream in hub.streams}
+
+    # -- for transports (the contract in cablecar.transport) ------------------------------
+
+    def admit(self, request: Request) -> Refusal | None:
+        """Whether a WebSocket upgrade may open a connection: ``None``, or the refusal
+        to answer (logged here once, in one wording for every transport)."""
+        if not self._origin_allowed(request):
+            logger.warning(
+                "refused a connection from origin %r (allowed_origins)",
+                request.origin,
+                extra={"cablecar_kind": "origin"},
+            )
+            return Refusal(403, "origin not allowed")
+        if not self.running:
+            return Refusal(503, "shutting down", (("Retry-After", "1"),))
+        if self.socket_count >= self.config.max_connections:
+            logger.warning(
+                "refused a connection: %d connections open (max_connections)",
+                self.socket_count,
+                extra={"cablecar_kind": "max_connections"},
+            )
+            return Refusal(503, "server busy", (("Retry-After", "5"),))
+        return None
+
+    def open_session(self, sink: Sink, request: Request, subprotocol: str | None) -> Session:
+        """The session of an admitted socket; the transport calls its ``start()``.
+
+        Raises:
+            RuntimeError: the cable is not running.
+        """
+        if self._runtime is None:
+            raise RuntimeError("the cable is not running")
+        return Session(self._runtime, sink, request, subprotocol)
+
+    def health(self, method: str) -> Response:
+        """The answer at ``health_path``: ``statistics()``, 200 while running, else 503;
+        405 for methods other than GET and HEAD."""
+        if method not in ("GET", "HEAD"):
+            return Response.json(
+                {"error": "method not allowed"}, 405, headers=(("Allow", "GET, HEAD"),)
+            )
+        return Response.json(self.statistics(), 200 if self.running else 503)
+
+    def asgi(self) -> ASGIApp:
+        """An ASGI application serving this cable (mount it at ``/cable``)."""
+        from .transports.asgi import ASGIApp
+
+        return ASGIApp(self)
+
+    def _origin_allowed(self, request: Request) -> bool:
         origin = request.headers.get("origin")
         if origin is None or self._origin_any:
             return True
@@ -355,146 +464,14 @@ class Cable:
             o == origin if isinstance(o, str) else o.fullmatch(origin) for o in self._origins
         )
 
-    def can_accept(self) -> bool:
-        """Whether one more connection fits under ``max_connections``."""
-        return self.running and len(self._sessions) < self.config.max_connections
-
-    def asgi(self) -> ASGIApp:
-        """An ASGI application serving this cable (mount it at ``/cable``)."""
-        from .transports.asgi import ASGIApp
-
-        return ASGIApp(self)
-
-    # -- used by sessions and transports --------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task the cable owns (awaited or cancelled on stop)."""
-        loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-
-    def loop_time(self) -> float:
-        loop = self._loop
-        return loop.time() if loop is not None else time.monotonic()
-
-    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._loop is None:
-            raise RuntimeError("the cable is not running")
-        self._loop.call_soon_threadsafe(fn, *args)
-
-    def report_error(self, exc: BaseException, context: dict[str, Any]) -> None:
-        """Pass an exception from user code to the ``on_error`` hooks."""
-        for hook in self._error_hooks:
-            try:
-                hook(exc, context)
-            except Exception:
-                logger.exception("on_error hook %r raised", hook)
-
-    def filter(self, data: Any) -> Any:
-        """``data`` with values of sensitive keys masked (``filter_parameters``), long
-        strings shortened and nesting past 32 levels elided, for logging."""
-        words = self.config.filter_parameters
-
-        def walk(value: Any, depth: int) -> Any:
-            if isinstance(value, dict | list) and depth >= _FILTER_DEPTH:
-                return "[...]"
-            if isinstance(value, dict):
-                return {
-                    k: "[FILTERED]"
-                    if any(w in str(k).lower() for w in words)
-                    else walk(v, depth + 1)
-                    for k, v in value.items()
-                }
-            if isinstance(value, list):
-                return [walk(v, depth + 1) for v in value]
-            if isinstance(value, str) and len(value) > 200:
-                return value[:197] + "..."
-            return value
-
-        return walk(data, 0)
-
-    def _session_opened(self, session: Session) -> None:
-        self._sessions[session] = None
-        self.connections_total += 1
-
-    def _session_welcomed(self, session: Session) -> None:
-        self._welcomed[session] = None
-
-    def _session_closed(self, session: Session) -> None:
-        self._sessions.pop(session, None)
-        self._welcomed.pop(session, None)
-        if not self._sessions and self._drained is not None:
-            self._drained.set()
-        # After a wave of disconnects, give the freed memory back to the OS once the
-        # wave is over: _TRIM_QUIET seconds after the last close. One timer per wave,
-        # not one per close (short-lived objects left behind by a wave keep the
-        # allocator from returning its arenas).
-        self._closed_since_trim += 1
-        loop = self._loop
-        if self._trim is not None and loop is not None:
-            self._last_close = loop.time()
-            if self._closed_since_trim >= _TRIM_AFTER and self._trim_handle is None:
-                self._trim_handle = loop.call_later(_TRIM_QUIET, self._trim_due)
-
-    def _trim_due(self) -> None:
-        self._trim_handle = None
-        loop = self._loop
-        if loop is None:
-            return
-        wait = self._last_close + _TRIM_QUIET - loop.time()
-        if wait > 0.01:  # closes went on: wait for the wave to end
-            self._trim_handle = loop.call_later(wait, self._trim_due)
-            return
-        self._closed_since_trim = 0
-        # Dicts and sets never shrink: after a wave, rebuild the emptied ones at their
-        # present size (10,000 connections leave over 1 MB of empty tables).
-        self._sessions = dict(self._sessions)
-        self._welcomed = dict(self._welcomed)
-        self._tasks = set(self._tasks)
-        if self._trim is not None:
-            self._trim()
-
-    def _ping(self) -> None:
-        loop = self._loop
-        if loop is None or self._state != "started":
-            return
-        self._ping_handle = loop.call_later(self.config.ping_interval, self._ping)
-        data = frames.ping(int(time.time()))
-        wires: dict[Any, Any] = {}
-        # One frame per sink kind per tick, the same bytes to every connection.
-        for session in self._welcomed:
-            sink = session.sink
-            prepare = type(sink).prepare
-            wire = wires.get(prepare)
-            if wire is None:
-                wire = wires[prepare] = prepare(data)
-            sink.send_prepared(wire)
-
-
-def redact_url(url: str) -> str:
-    """``url`` (NATS: a comma-separated list) without user, password or query, for logs."""
-    return re.sub(r"(//|,)[^/,@]*@", r"\1", url).partition("?")[0]
-
 
 def _make_config(config: CableConfig | None, settings: dict[str, Any]) -> CableConfig:
     base = config or CableConfig()
     names = {f.name for f in dataclasses.fields(CableConfig)}
     unknown = set(settings) - names
     if unknown:
-        raise ConfigurationError(f"unknown Cable settings: {', '.join(sorted(unknown))}")
+        raise TypeError(
+            f"unknown Cable setting{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(sorted(unknown))}; the settings are: {', '.join(sorted(names))}"
+        )
     return dataclasses.replace(base, **settings) if settings else base
-
-
-def _compile_origins(origins: Origins) -> tuple[bool, list[str | re.Pattern[str]]]:
-    if origins is None:
-        return False, []
-    if origins == "*":
-        return True, []
-    if isinstance(origins, str | re.Pattern):
-        return False, [origins]
-    return False, list(origins)

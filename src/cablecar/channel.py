@@ -25,27 +25,29 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _json
 from ._naming import broadcasting_for, channel_name_for
 from .errors import ConfigurationError
-from .protocol.frames import encode_identifier
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from ._subscription import Subscription
     from .cable import Cable
-    from .session import Session
+    from .connection import Connection
 
 __all__ = [
+    "Action",
     "Channel",
+    "ChannelSpec",
     "after_subscribe",
     "after_unsubscribe",
     "before_subscribe",
     "before_unsubscribe",
+    "bind_cable",
+    "channel_spec",
     "periodically",
     "rescue_from",
 ]
@@ -123,9 +125,31 @@ def rescue_from(*exc_types: type[BaseException]) -> Callable[[F], F]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Action:
+class Action:
+    """An action clients may perform: a public method of the user's channel class."""
+
     name: str
     takes_data: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """What a channel class declares, collected once when the class is defined.
+
+    Attributes:
+        actions: public methods clients may perform, by name.
+        hooks: ``before_subscribe``... → method names, base classes' first.
+        timers: ``periodically`` methods and their periods.
+        rescuers: ``rescue_from`` exception types and their handler names.
+    """
+
+    actions: dict[str, Action]
+    hooks: dict[str, tuple[str, ...]]
+    timers: tuple[tuple[str, float], ...]
+    rescuers: tuple[tuple[tuple[type[BaseException], ...], str], ...]
+
+
+_EMPTY_SPEC = ChannelSpec({}, {}, (), ())
 
 
 def _takes_data(fn: Callable[..., Any]) -> bool:
@@ -136,6 +160,47 @@ def _takes_data(fn: Callable[..., Any]) -> bool:
     return any(
         p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
     )
+
+
+def _collect(cls: type[Channel]) -> ChannelSpec:
+    base_names = set(dir(Channel))
+    actions: dict[str, Action] = {}
+    hooks: dict[str, list[str]] = {}
+    timers: list[tuple[str, float]] = []
+    rescuers: list[tuple[tuple[type[BaseException], ...], str]] = []
+    seen: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is Channel or klass is object:
+            continue
+        for name, value in vars(klass).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            if not inspect.isfunction(value):
+                continue
+            if hasattr(value, _HOOK):
+                hooks.setdefault(getattr(value, _HOOK), []).append(name)
+            elif hasattr(value, _TIMER):
+                timers.append((name, getattr(value, _TIMER)))
+            elif hasattr(value, _RESCUE):
+                rescuers.append((getattr(value, _RESCUE), name))
+            elif not name.startswith("_") and name not in base_names:
+                actions[name] = Action(name, _takes_data(value))
+    # Hooks of base classes run first, as Rails' callback chains do.
+    return ChannelSpec(
+        actions, {k: tuple(reversed(v)) for k, v in hooks.items()}, tuple(timers), tuple(rescuers)
+    )
+
+
+def channel_spec(cls: type[Channel]) -> ChannelSpec:
+    """The :class:`ChannelSpec` of a channel class."""
+    spec: ChannelSpec = cls.__dict__.get("_Channel__spec", _EMPTY_SPEC)
+    return spec
+
+
+def bind_cable(cls: type[Channel], cable: Cable) -> None:
+    """Make ``cls.broadcast_to`` publish through ``cable`` (done by registration)."""
+    cls._Channel__cable = cable  # type: ignore[attr-defined]
 
 
 class Channel:
@@ -149,57 +214,25 @@ class Channel:
 
     Identifiers of the connection (``identified_by``) read as attributes:
     ``self.current_user``.
+
+    The server's own state for the subscription lives in one private slot, so any
+    attribute name (``self._streams`` too) is the application's to use.
     """
 
-    # Filled by __init_subclass__ for every user class.
-    _actions: ClassVar[dict[str, _Action]] = {}
-    _hooks: ClassVar[dict[str, tuple[str, ...]]] = {}
-    _timers: ClassVar[tuple[tuple[str, float], ...]] = ()
-    _rescuers: ClassVar[tuple[tuple[tuple[type[BaseException], ...], str], ...]] = ()
-    _cable_ref: ClassVar[Cable | None] = None
+    __spec: ClassVar[ChannelSpec] = _EMPTY_SPEC
+    __cable: ClassVar[Cable | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        base_names = set(dir(Channel))
-        actions: dict[str, _Action] = {}
-        hooks: dict[str, list[str]] = {}
-        timers: list[tuple[str, float]] = []
-        rescuers: list[tuple[tuple[type[BaseException], ...], str]] = []
-        seen: set[str] = set()
-        for klass in cls.__mro__:
-            if klass is Channel or klass is object:
-                continue
-            for name, value in vars(klass).items():
-                if name in seen:
-                    continue
-                seen.add(name)
-                if not inspect.isfunction(value):
-                    continue
-                if hasattr(value, _HOOK):
-                    hooks.setdefault(getattr(value, _HOOK), []).append(name)
-                elif hasattr(value, _TIMER):
-                    timers.append((name, getattr(value, _TIMER)))
-                elif hasattr(value, _RESCUE):
-                    rescuers.append((getattr(value, _RESCUE), name))
-                elif not name.startswith("_") and name not in base_names:
-                    actions[name] = _Action(name, _takes_data(value))
-        cls._actions = actions
-        # Hooks of base classes run first, as Rails' callback chains do.
-        cls._hooks = {k: tuple(reversed(v)) for k, v in hooks.items()}
-        cls._timers = tuple(timers)
-        cls._rescuers = tuple(rescuers)
+        cls.__spec = _collect(cls)
 
-    def __init__(self, session: Session, identifier: str, params: dict[str, Any]) -> None:
-        self._session = session
+    def __init__(self, subscription: Subscription, params: dict[str, Any]) -> None:
+        self.__sub = subscription
+        session = subscription.session
         self.connection: Connection = session.connection  # type: ignore[assignment]
-        self.cable: Cable = session.cable
-        self.identifier = identifier
+        self.cable: Cable = session.runtime.cable
+        self.identifier = subscription.identifier
         self.params = params
-        self._identifier_json = encode_identifier(identifier)
-        self._streams: dict[str, StreamCallback | None] = {}
-        self._ops: list[tuple[str, StreamCallback | None] | str | None] = []
-        self._rejected = False
-        self._timer_handles: list[Any] = []
 
     # -- callbacks the user overrides -------------------------------------------------
 
@@ -222,7 +255,8 @@ class Channel:
         """
         if not isinstance(stream, str) or not stream:
             raise ValueError(f"stream names are non-empty strings: {stream!r}")
-        self._ops.append((stream, callback))
+        sub = self.__sub
+        sub.session.runtime.threadsafe(sub.add_stream, stream, callback)
 
     def stream_for(self, model: Any, callback: StreamCallback | None = None) -> None:
         """``stream_from(self.broadcasting_for(model))``."""
@@ -230,7 +264,8 @@ class Channel:
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop delivering ``stream`` to this subscriber."""
-        self._ops.append(stream)
+        sub = self.__sub
+        sub.session.runtime.threadsafe(sub.remove_stream, stream)
 
     def stop_stream_for(self, model: Any) -> None:
         """``stop_stream_from(self.broadcasting_for(model))``."""
@@ -238,7 +273,8 @@ class Channel:
 
     def stop_all_streams(self) -> None:
         """Stop every stream of this subscriber (done automatically on unsubscribe)."""
-        self._ops.append(None)
+        sub = self.__sub
+        sub.session.runtime.threadsafe(sub.stop_all)
 
     # -- output -------------------------------------------------------------------
 
@@ -246,24 +282,22 @@ class Channel:
         """Send ``message`` to this subscriber only: ``{"identifier":...,"message":...}``.
 
         Safe to call from plain ``def`` methods running in the thread pool.
-        """
-        from .protocol.frames import data_frame
 
-        frame = data_frame(self._identifier_json, _json.dumps(message))
-        session = self._session
-        if threading.get_ident() == session.cable.loop_thread:
-            session.send(frame)
-        else:
-            session.cable.call_soon_threadsafe(session.send, frame)
+        Raises:
+            TypeError: ``message`` cannot be encoded to JSON.
+        """
+        sub = self.__sub
+        sub.session.runtime.threadsafe(sub.transmit, _json.dumps(message))
 
     def reject(self) -> None:
         """Refuse this subscription (call in ``subscribed`` or a before-subscribe hook)."""
-        self._rejected = True
+        sub = self.__sub
+        sub.session.runtime.threadsafe(sub.reject)
 
     @property
     def rejected(self) -> bool:
         """Whether :meth:`reject` was called."""
-        return self._rejected
+        return self.__sub.rejected
 
     @property
     def logger(self) -> logging.Logger:
@@ -294,9 +328,10 @@ class Channel:
         Raises:
             ConfigurationError: the channel is not registered with a cable.
         """
-        if cls._cable_ref is None:
+        cable = cls.__cable
+        if cable is None:
             raise ConfigurationError(f"{cls.__name__} is not registered with a Cable")
-        await cls._cable_ref.broadcast(cls.broadcasting_for(model), message)
+        await cable.broadcast(cls.broadcasting_for(model), message)
 
     # -- identifiers delegate to the connection ----------------------------------------
 
@@ -310,14 +345,3 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identifier}>"
-
-    # -- internals used by the session ------------------------------------------------
-
-    def _hook_methods(self, kind: str) -> list[Callable[..., Awaitable[Any] | Any]]:
-        return [getattr(self, name) for name in type(self)._hooks.get(kind, ())]
-
-    def _rescuer_for(self, exc: BaseException) -> Callable[..., Any] | None:
-        for types, name in type(self)._rescuers:
-            if isinstance(exc, types):
-                return getattr(self, name)  # type: ignore[no-any-return]
-        return None

@@ -56,10 +56,9 @@ def load_cable(target: str) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .cable import Cable
     from .errors import ConfigurationError
-    from .pubsub import adapter_from_url
     from .pubsub.memory import MemoryPubSub
-    from .cable import Cable, redact_url
     from .transports.standalone import run
 
     if args.workers > 1:
@@ -84,18 +83,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.pubsub:
         try:
-            cable.pubsub = adapter_from_url(args.pubsub, channel_prefix=args.channel_prefix)
+            cable.use_pubsub(args.pubsub, channel_prefix=args.channel_prefix)
         except ConfigurationError as exc:
             print(f"cablecar: {exc}", file=sys.stderr)
             return 2
-        cable.pubsub_url = redact_url(args.pubsub)  # it is logged
-        cable.hub.adapter = cable.pubsub
     if args.allowed_origins:
-        from .cable import _compile_origins
-
-        origins: Any = "*" if args.allowed_origins == ["*"] else args.allowed_origins
-        cable.allowed_origins = origins
-        cable._origin_any, cable._origins = _compile_origins(origins)
+        cable.allowed_origins = "*" if args.allowed_origins == ["*"] else args.allowed_origins
 
     def ready(server: Any) -> None:
         print(

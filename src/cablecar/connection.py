@@ -21,7 +21,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from . import _json
 from ._remote import identifier_key
+from .errors import Unauthorized
 from .http import Request
 
 if TYPE_CHECKING:
@@ -31,10 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Unauthorized"]
 
 logger = logging.getLogger("cablecar.connection")
-
-
-class Unauthorized(Exception):
-    """Raised by :meth:`Connection.reject_unauthorized`; closes with ``unauthorized``."""
 
 
 class Connection:
@@ -57,7 +55,7 @@ class Connection:
     def __init__(self, session: Session, request: Request) -> None:
         self._session = session
         self.request = request
-        self.cable: Cable = session.cable
+        self.cable: Cable = session.runtime.cable
         self.started_at = time.time()
 
     # -- callbacks the user overrides -------------------------------------------------
@@ -77,14 +75,23 @@ class Connection:
         raise Unauthorized()
 
     def close(self, *, reason: str | None = None, reconnect: bool = True) -> None:
-        """Send ``disconnect`` with ``reason`` and ``reconnect``, then close the socket."""
-        self._session.close(reason, reconnect)
+        """Send ``disconnect`` with ``reason`` and ``reconnect``, then close the socket.
+
+        Safe to call from plain ``def`` methods running in the thread pool.
+        """
+        session = self._session
+        session.runtime.threadsafe(session.close, reason, reconnect)
 
     def transmit(self, message: Any) -> None:
-        """Send a raw JSON object to the client (outside any subscription)."""
-        from . import _json
+        """Send a raw JSON object to the client (outside any subscription).
 
-        self._session.send(_json.dumps(message))
+        Safe to call from plain ``def`` methods running in the thread pool.
+
+        Raises:
+            TypeError: ``message`` cannot be encoded to JSON.
+        """
+        session = self._session
+        session.runtime.threadsafe(session.send, _json.dumps(message))
 
     @property
     def identifiers(self) -> dict[str, Any]:
@@ -112,11 +119,13 @@ class Connection:
         return logger
 
     def statistics(self) -> dict[str, Any]:
-        """``{identifier, started_at, subscriptions}`` as Rails' ``statistics``."""
+        """``{identifier, started_at, subscriptions}`` as Rails' ``statistics``, and
+        ``queued_input``: bytes of commands waiting for their turn."""
         return {
             "identifier": self.connection_identifier,
             "started_at": self.started_at,
             "subscriptions": self.subscriptions,
+            "queued_input": self._session.queued_bytes,
         }
 
     def __repr__(self) -> str:

@@ -3,17 +3,25 @@
 ::
 
     CablecarError
-    ├── ProtocolViolation          the client's fault: answered with a frame or a log line
+    ├── ProtocolViolation          the client's fault (a base class: raised as a subclass)
     │   ├── InvalidCommand         a frame that is not a well-formed Action Cable command
-    │   ├── UnknownChannel         the identifier names no registered channel
-    │   └── ActionNotAllowed       the action is not a public method of the user's channel
+    │   ├── ActionNotAllowed       (cablecar.testing) perform of an action the channel lacks
+    │   ├── FrameError             (standalone transport) a WebSocket protocol violation
+    │   └── HandshakeError         (standalone transport) a bad HTTP upgrade request
+    ├── Unauthorized               Connection.reject_unauthorized(): refuse the connection
     ├── ConfigurationError         the developer's fault (bad settings, bad adapter URL)
     ├── AdapterError               the pub/sub service failed (Redis, PostgreSQL, NATS)
     ├── SubscriptionRejected       (client) the server answered reject_subscription
-    └── ConnectionRejected         (client) the server refused the connection (unauthorized)
+    ├── SubscriptionClosed         (client) iterating a subscription that has ended
+    └── ConnectionRejected         (client, cablecar.testing) the server refused the connection
+
+Besides these, ``Cable(...)`` raises ``TypeError`` for an unknown setting, and the
+public API raises ``ValueError``/``TypeError``/``RuntimeError`` for misuse, each with a
+message naming the fix.
 
 Client faults never escape a session: each becomes a frame, a log line or a bounded
-disconnect.
+disconnect. ``FrameError`` and ``HandshakeError`` never leave the standalone transport;
+``Unauthorized`` is caught by the session.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ __all__ = [
     "InvalidCommand",
     "ProtocolViolation",
     "SubscriptionRejected",
-    "UnknownChannel",
+    "Unauthorized",
 ]
 
 
@@ -52,12 +60,13 @@ class InvalidCommand(ProtocolViolation):
         self.kind = kind
 
 
-class UnknownChannel(ProtocolViolation):
-    """The identifier's ``channel`` names no registered channel."""
-
-
 class ActionNotAllowed(ProtocolViolation):
     """The action is not a public method defined on the user's channel class."""
+
+
+class Unauthorized(CablecarError):
+    """Raised by :meth:`~cablecar.Connection.reject_unauthorized`: the client gets
+    ``disconnect`` reason ``unauthorized``, ``reconnect: false``."""
 
 
 class ConfigurationError(CablecarError):

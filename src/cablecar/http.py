@@ -133,9 +133,11 @@ class Response:
         self.headers = list(headers)
 
     @classmethod
-    def json(cls, value: Any, status: int = 200) -> Response:
+    def json(
+        cls, value: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         """A JSON response."""
-        return cls(_json.dumps(value), status, "application/json")
+        return cls(_json.dumps(value), status, "application/json", headers)
 
     @classmethod
     def html(cls, text: str, status: int = 200) -> Response:

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _json
+from .protocol.frames import data_frame
 from .pubsub.base import PubSub
 
 if TYPE_CHECKING:
-    from .channel import Channel, StreamCallback
+    from ._subscription import Subscription
+    from .channel import StreamCallback
     from .transport import Sink
 
 __all__ = ["Hub"]
@@ -33,16 +35,26 @@ logger = logging.getLogger("cablecar.hub")
 _GroupKey = tuple[bytes, Callable[[bytes], Any]]
 
 
+class _StreamLock:
+    """Serializes adapter calls for one stream; dropped when no caller waits."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Hub:
     """Fan-out of broadcasts to this process's subscribers."""
 
     def __init__(self, adapter: PubSub) -> None:
         self.adapter = adapter
         self._groups: dict[str, dict[_GroupKey, dict[Sink, None]]] = {}
-        self._slow: dict[str, dict[Channel, StreamCallback]] = {}
+        self._slow: dict[str, dict[Subscription, StreamCallback]] = {}
         self._counts: dict[str, int] = {}
         self._live: set[str] = set()
-        self._locks: dict[str, list[Any]] = {}  # stream -> [lock, users]
+        self._locks: dict[str, _StreamLock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._system: dict[str, Callable[[bytes], None]] = {}
         #: Adapter subscribes awaiting the broker's answer right now.
@@ -62,9 +74,7 @@ class Hub:
         if groups is not None:
             n = 0
             for (identifier_json, prepare), sinks in groups.items():
-                wire = prepare(
-                    b'{"identifier":' + identifier_json + b',"message":' + payload + b"}"
-                )
+                wire = prepare(data_frame(identifier_json, payload))
                 for sink in sinks:
                     sink.send_prepared(wire)
                 n += len(sinks)
@@ -79,35 +89,32 @@ class Hub:
                 )
                 message = None
             else:
-                for channel, callback in list(slow.items()):
-                    channel._session.stream_callback(channel, callback, message)
+                for sub, callback in list(slow.items()):
+                    sub.session.stream_callback(sub, callback, message)
         system = self._system.get(stream)
         if system is not None:
             system(payload)
 
     # -- membership ------------------------------------------------------------------------
 
-    def add(self, stream: str, channel: Channel, callback: StreamCallback | None) -> bool:
+    def add(self, stream: str, sub: Subscription, callback: StreamCallback | None) -> bool:
         """Add a subscriber; True when the stream still has to become live (await
         :meth:`ensure_live`)."""
         if callback is None:
-            sink = channel._session.sink
-            key = (channel._identifier_json, type(sink).prepare)
-            self._groups.setdefault(stream, {}).setdefault(key, {})[sink] = None
+            self._groups.setdefault(stream, {}).setdefault(sub.key, {})[sub.sink] = None
         else:
-            self._slow.setdefault(stream, {})[channel] = callback
+            self._slow.setdefault(stream, {})[sub] = callback
         self._counts[stream] = self._counts.get(stream, 0) + 1
         return stream not in self._live
 
-    def remove(self, stream: str, channel: Channel, callback: StreamCallback | None) -> None:
+    def remove(self, stream: str, sub: Subscription, callback: StreamCallback | None) -> None:
         """Remove a subscriber; the last one out unsubscribes the adapter (in the background)."""
         if callback is None:
             groups = self._groups.get(stream)
             if groups is not None:
-                sink = channel._session.sink
-                key = (channel._identifier_json, type(sink).prepare)
+                key = sub.key
                 sinks = groups.get(key)
-                if sinks is not None and sinks.pop(sink, 0) is None:
+                if sinks is not None and sinks.pop(sub.sink, 0) is None:
                     if not sinks:
                         del groups[key]
                         if not groups:
@@ -118,7 +125,7 @@ class Hub:
                 return
         else:
             slow = self._slow.get(stream)
-            if slow is None or slow.pop(channel, None) is None:
+            if slow is None or slow.pop(sub, None) is None:
                 return
             if not slow:
                 del self._slow[stream]
@@ -134,7 +141,17 @@ class Hub:
         if stream not in self._live:
             await self._sync(stream)
 
-    async def add_system(self, stream: str, handler: Callable[[bytes], None]) -> None:
+    def send_to_all(self, sinks: list[Sink], data: bytes) -> None:
+        """Write one frame to many sockets: prepared once per sink kind (pings)."""
+        wires: dict[Callable[[bytes], Any], Any] = {}
+        for sink in sinks:
+            prepare = type(sink).prepare
+            wire = wires.get(prepare)
+            if wire is None:
+                wire = wires[prepare] = prepare(data)
+            sink.send_prepared(wire)
+
+    async def add_internal(self, stream: str, handler: Callable[[bytes], None]) -> None:
         """Route a stream to an internal handler (the remote-control stream)."""
         self._system[stream] = handler
         self._counts[stream] = self._counts.get(stream, 0) + 1
@@ -143,10 +160,10 @@ class Hub:
     async def _sync(self, stream: str) -> None:
         entry = self._locks.get(stream)
         if entry is None:
-            entry = self._locks[stream] = [asyncio.Lock(), 0]
-        entry[1] += 1
+            entry = self._locks[stream] = _StreamLock()
+        entry.users += 1
         try:
-            async with entry[0]:
+            async with entry.lock:
                 wanted = stream in self._counts
                 if wanted and stream not in self._live:
                     self.subscribes_in_flight += 1
@@ -159,8 +176,8 @@ class Hub:
                     self._live.discard(stream)
                     await self.adapter.unsubscribe(stream)
         finally:
-            entry[1] -= 1
-            if not entry[1]:
+            entry.users -= 1
+            if not entry.users:
                 del self._locks[stream]
 
     def _spawn(self, coro: Any) -> None:

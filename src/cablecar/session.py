@@ -17,6 +17,12 @@ Invariants:
    reading from the socket (TCP pushes back on the client) until it drains; a timer
    tick is queued at most once at a time; custom stream callbacks that fall
    ``_MAX_QUEUED`` items behind cut the connection as a slow consumer.
+6. Nothing a client sends is dropped for its rate: over ``max_commands_per_second``
+   (after a burst of ``command_burst``) commands wait in the queue for their turn,
+   and the queue's byte bound (5) stops reading the socket, so TCP throttles the
+   client. Only a protocol violation or a full server ends a connection.
+7. The subscription's own state and logic live in :mod:`cablecar._subscription`;
+   the session owns the order in which user code runs and the connection's life.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ import asyncio
 import enum
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _json
 from ._concurrency import call_user
+from ._logging import Redacted, short
+from ._subscription import Subscription
+from .channel import channel_spec
 from .connection import Unauthorized
 from .errors import InvalidCommand
 from .http import Request
@@ -43,9 +52,9 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .channel import Channel, StreamCallback
+    from ._runtime import Runtime
+    from .channel import StreamCallback
     from .connection import Connection
-    from .cable import Cable
     from .transport import Sink
 
 __all__ = ["Session", "State"]
@@ -67,8 +76,26 @@ _TEARDOWN = object()
 _MAX_QUEUED = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class _StreamItem:
+    """A broadcast for a custom ``stream_from`` callback."""
+
+    sub: Subscription
+    callback: StreamCallback
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _TimerItem:
+    """A ``periodically`` tick."""
+
+    sub: Subscription
+    method: str
+
+
 class Session:
-    """Server state of one client socket, independent of the transport."""
+    """Server state of one client socket, independent of the transport
+    (a :class:`~cablecar.transport.SessionPort`)."""
 
     __slots__ = (
         "__weakref__",
@@ -76,14 +103,13 @@ class Session:
         "_paused",
         "_queue",
         "_queued_bytes",
-        "_refused",
         "_task",
         "_ticks",
         "_tokens",
         "_warned",
-        "cable",
         "connection",
         "request",
+        "runtime",
         "sink",
         "state",
         "subprotocol",
@@ -91,83 +117,74 @@ class Session:
         "welcomed",
     )
 
-    def __init__(self, cable: Cable, sink: Sink, request: Request, subprotocol: str | None) -> None:
-        self.cable = cable
+    def __init__(
+        self, runtime: Runtime, sink: Sink, request: Request, subprotocol: str | None
+    ) -> None:
+        self.runtime = runtime
         self.sink = sink
         self.request = request
         self.subprotocol = subprotocol
         self.connection: Connection | None = None
-        self.subscriptions: dict[str, Channel] = {}
+        self.subscriptions: dict[str, Subscription] = {}
         self.state = State.CONNECTING
         self._queue: deque[Any] = deque()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] | None = None
-        self._tokens = float(cable.config.command_burst)
-        self._last = 0.0
-        self._refused = 0
+        self._tokens = float(runtime.config.command_burst)
+        self._last = runtime.loop_time()
         self._queued_bytes = 0  # client input waiting in the queue
         self._paused = False  # reading from the socket paused (input backpressure)
-        self._ticks: set[tuple[Channel, str]] = set()  # timer ticks waiting in the queue
+        self._ticks: set[tuple[Subscription, str]] = set()  # timer ticks in the queue
         self.welcomed = False
 
     # -- called by the transport --------------------------------------------------------
 
     def start(self) -> None:
         """The socket is open: run ``connect``, then send ``welcome``."""
-        self.cable._session_opened(self)
+        self.runtime.opened(self)
         self._enqueue(_OPEN)
 
-    def receive(self, text: bytes) -> None:
+    def open_as(self, connection: Connection) -> None:
+        """Open with a connection whose ``connect`` already ran (``cablecar.testing``'s
+        ``stub_connection``): send ``welcome`` at once."""
+        self.runtime.opened(self)
+        self.connection = connection
+        self._welcome()
+
+    def receive(self, data: bytes) -> None:
         """One text message from the client."""
         if self.state >= State.CLOSING:
             return
-        cfg = self.cable.config
-        now = self.cable.loop_time()
-        tokens = self._tokens + (now - self._last) * cfg.max_commands_per_second
-        self._last = now
-        if tokens > cfg.command_burst:
-            tokens = cfg.command_burst
-        if tokens < 1.0:
-            self._tokens = tokens
-            self._refused += 1
-            self.warn_once(
-                "rate_limited", "command refused: over %s commands/s", cfg.max_commands_per_second
-            )
-            if self._refused > cfg.command_burst:
-                logger.warning("%s: disconnected, kept sending over the command rate limit", self)
-                self.close(DisconnectReason.TOO_MANY_COMMANDS, True)
-            return
-        self._tokens = tokens - 1.0
-        self._refused = 0
-        self._queued_bytes += len(text)
-        if self._queued_bytes > cfg.max_message_size and not self._paused:
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.runtime.config.max_message_size and not self._paused:
             # Actions are slower than the client sends: stop reading until they catch up.
-            pause = getattr(self.sink, "pause_reading", None)
-            if pause is not None:
-                self._paused = True
-                pause()
-        self._enqueue(text)
+            self._paused = True
+            self.sink.pause_reading()
+        self._enqueue(data)
 
     def transport_closed(self) -> None:
         """The socket is gone: stop output, leave every stream, run the callbacks."""
         if self.state == State.CLOSED:
             return
         self.state = State.CLOSED
-        self.cable._session_closed(self)
+        self.runtime.closed(self)
         self._detach()
         self._queue.clear()
         self._queued_bytes = 0
         self._ticks.clear()
         self._enqueue(_TEARDOWN)
 
+    def peer_closing(self) -> None:
+        """The client sent a close frame: nothing more is sent to it."""
+        if self.state < State.CLOSING:
+            self.state = State.CLOSING
+
     def _detach(self) -> None:
         # Leave the hub at once: no broadcast is written to a closing socket.
-        hub = self.cable.hub
-        for channel in self.subscriptions.values():
-            _cancel_timers(channel)
-            for stream, callback in channel._streams.items():
-                hub.remove(stream, channel, callback)
-            channel._streams.clear()
+        hub = self.runtime.hub
+        for sub in self.subscriptions.values():
+            sub.cancel_timers()
+            sub.leave_streams(hub)
 
     # -- output -----------------------------------------------------------------------
 
@@ -186,13 +203,22 @@ class Session:
         self._detach()
         self.sink.close(code)
 
+    def fail(self, code: int) -> None:
+        """Close with WebSocket ``code`` and no ``disconnect`` frame (the client broke
+        the WebSocket protocol: RFC 6455 fails the connection with the close alone)."""
+        if self.state >= State.CLOSING:
+            return
+        self.state = State.CLOSING
+        self._detach()
+        self.sink.close(code)
+
     def too_slow(self) -> None:
         """The client does not read its output fast enough: cut it."""
         if self.state < State.CLOSING:
             logger.warning(
                 "%s: slow consumer, pending output over %d bytes; disconnecting",
                 self,
-                self.cable.config.max_pending_output,
+                self.runtime.config.max_pending_output,
             )
             self.close(DisconnectReason.TOO_SLOW, True)
 
@@ -209,9 +235,25 @@ class Session:
         self._warned.add(kind)
         logger.warning("%s: " + msg, self, *args, extra=extra)
 
+    # -- state for subscriptions and tests -------------------------------------------------
+
+    def is_active(self, sub: Subscription) -> bool:
+        """Whether ``sub`` is this open session's subscription for its identifier."""
+        return self.state == State.OPEN and self.subscriptions.get(sub.identifier) is sub
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task running this session's queue, or ``None`` while idle."""
+        return self._task
+
+    @property
+    def queued_bytes(self) -> int:
+        """Client input waiting in the queue."""
+        return self._queued_bytes
+
     # -- the queue --------------------------------------------------------------------
 
-    def stream_callback(self, channel: Channel, callback: StreamCallback, message: Any) -> None:
+    def stream_callback(self, sub: Subscription, callback: StreamCallback, message: Any) -> None:
         """Run a custom ``stream_from`` callback in order with commands."""
         if self.state < State.CLOSING:
             if len(self._queue) >= _MAX_QUEUED:
@@ -219,22 +261,22 @@ class Session:
                 # does not read, this connection would grow the server's memory.
                 self.too_slow()
                 return
-            self._enqueue(("stream", channel, callback, message))
+            self._enqueue(_StreamItem(sub, callback, message))
 
-    def timer_tick(self, channel: Channel, method: str) -> None:
+    def timer_tick(self, sub: Subscription, method: str) -> None:
         """Run a ``periodically`` method in order with commands (a tick still waiting
         is not queued twice, so a method slower than its period cannot pile up)."""
         if self.state < State.CLOSING:
-            key = (channel, method)
+            key = (sub, method)
             if key in self._ticks:
                 return
             self._ticks.add(key)
-            self._enqueue(("timer", channel, method))
+            self._enqueue(_TimerItem(sub, method))
 
     def _enqueue(self, item: Any) -> None:
         self._queue.append(item)
         if self._task is None:
-            self._task = self.cable.spawn(self._run())
+            self._task = self.runtime.spawn(self._run())
 
     async def _run(self) -> None:
         queue = self._queue
@@ -252,58 +294,69 @@ class Session:
         finally:
             self._task = None
 
+    async def _throttle(self) -> None:
+        """Take a token from the command bucket, waiting for one if the client is over
+        its rate (the command is delayed, never dropped)."""
+        cfg = self.runtime.config
+        rate = cfg.max_commands_per_second
+        now = self.runtime.loop_time()
+        tokens = min(float(cfg.command_burst), self._tokens + (now - self._last) * rate)
+        self._last = now
+        if tokens < 1.0:
+            self.warn_once("rate_limited", "commands throttled: over %s commands/s", rate)
+            await asyncio.sleep((1.0 - tokens) / rate)
+            now = self.runtime.loop_time()
+            tokens = min(float(cfg.command_burst), tokens + (now - self._last) * rate)
+            self._last = now
+        self._tokens = max(0.0, tokens - 1.0)
+
     async def _handle(self, item: Any) -> None:
         if isinstance(item, bytes):
+            if self.state == State.OPEN:
+                await self._throttle()
             self._queued_bytes -= len(item)
-            if self._paused and self._queued_bytes <= self.cable.config.max_message_size // 2:
+            if self._paused and self._queued_bytes <= self.runtime.config.max_message_size // 2:
                 self._paused = False
-                resume = getattr(self.sink, "resume_reading", None)
-                if resume is not None and self.state < State.CLOSING:
-                    resume()
+                if self.state < State.CLOSING:
+                    self.sink.resume_reading()
             if self.state == State.OPEN:
                 await self._command(item)
         elif item is _OPEN:
             await self._open()
         elif item is _TEARDOWN:
             await self._teardown()
-        else:
-            kind, channel = item[0], item[1]
-            if kind == "timer":
-                self._ticks.discard((channel, item[2]))
-            if (
-                self.state != State.OPEN
-                or channel._session is not self
-                or self.subscriptions.get(channel.identifier) is not channel
-            ):
+        elif isinstance(item, _TimerItem):
+            self._ticks.discard((item.sub, item.method))
+            if item.sub.active:
+                await self._call(item.sub, getattr(item.sub.channel, item.method), item.method)
+        elif isinstance(item, _StreamItem):
+            sub = item.sub
+            if not sub.active:
                 return
-            if kind == "timer":
-                await self._call(channel, getattr(channel, item[2]), item[2])
-            else:
-                callback = item[2]
-                stream = next((s for s, cb in channel._streams.items() if cb is callback), "?")
-                where = f"stream callback for {stream!r}"
-                result = await self._call(channel, callback, where, item[3])
-                if result is not None:
-                    try:
-                        channel.transmit(result)
-                    except Exception as exc:  # not JSON-serializable, most likely
-                        await self._rescue(channel, exc, where)
+            where = f"stream callback for {sub.stream_of(item.callback)!r}"
+            result = await self._call(sub, item.callback, where, item.message)
+            if result is not None:
+                try:
+                    sub.transmit_message(result)
+                except Exception as exc:  # not JSON-serializable, most likely
+                    await self._rescue(sub, exc, where)
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def _open(self) -> None:
-        cable = self.cable
-        connection = cable.connection_class(self, self.request)
+        runtime = self.runtime
+        connection = runtime.connection_class(self, self.request)
         self.connection = connection
+        timeout = runtime.config.connect_timeout
         try:
-            async with asyncio.timeout(cable.config.connect_timeout):
-                await call_user(cable.pool, connection.connect)
+            async with asyncio.timeout(timeout):
+                await call_user(runtime.pool, connection.connect)
         except Unauthorized:
             logger.info("%s: connection rejected (unauthorized)", self)
             self.close(DisconnectReason.UNAUTHORIZED, False)
             return
         except TimeoutError:
-            logger.error("%s: connect() took over %ss; closing", self, cable.config.connect_timeout)
+            logger.error("%s: connect() took over %ss; closing", self, timeout)
             self.close(DisconnectReason.INVALID_REQUEST, True)
             return
         except BaseException as exc:
@@ -316,25 +369,28 @@ class Session:
                 type(exc).__name__,
                 exc_info=exc,
             )
-            cable.report_error(exc, {"connection": connection, "callback": "connect"})
+            runtime.report_error(exc, {"connection": connection, "callback": "connect"})
             self.close(DisconnectReason.INVALID_REQUEST, True)
             return
         if self.state != State.CONNECTING:
             return  # the client left while connect() ran
+        self._welcome()
+
+    def _welcome(self) -> None:
         self.state = State.OPEN
         self.welcomed = True
-        cable._session_welcomed(self)
+        self.runtime.welcomed_session(self)
         self.sink.send(frames.WELCOME)
         logger.debug("%s: welcomed", self)
 
     async def _teardown(self) -> None:
-        for channel in list(self.subscriptions.values()):
-            await self._unsubscribe_channel(channel)
+        for sub in list(self.subscriptions.values()):
+            await self._unsubscribe(sub)
         self.subscriptions.clear()
         connection = self.connection
         if connection is not None and self.welcomed:
             try:
-                await call_user(self.cable.pool, connection.disconnect)
+                await call_user(self.runtime.pool, connection.disconnect)
             except BaseException as exc:
                 if _propagates(exc):
                     raise
@@ -345,7 +401,7 @@ class Session:
                     type(exc).__name__,
                     exc_info=exc,
                 )
-                self.cable.report_error(exc, {"connection": connection, "callback": "disconnect"})
+                self.runtime.report_error(exc, {"connection": connection, "callback": "disconnect"})
 
     # -- commands ---------------------------------------------------------------------
 
@@ -360,27 +416,28 @@ class Session:
         elif isinstance(command, Subscribe):
             await self._subscribe(command.identifier)
         elif isinstance(command, Unsubscribe):
-            channel = self.subscriptions.pop(command.identifier, None)
-            if channel is None:
+            sub = self.subscriptions.pop(command.identifier, None)
+            if sub is None:
                 self.warn_once(
                     "unknown_subscription",
                     "unsubscribe from unknown subscription %s",
-                    _short(command.identifier),
+                    short(command.identifier),
                 )
                 return
-            await self._unsubscribe_channel(channel)
+            await self._unsubscribe(sub)
 
     async def _subscribe(self, identifier: str) -> None:
         existing = self.subscriptions.get(identifier)
         if existing is not None:
-            self.send(frames.confirm(existing._identifier_json))  # idempotent
+            self.send(frames.confirm(existing.identifier_json))  # idempotent
             return
-        identifier_json = _json.dumps(identifier)
-        if len(self.subscriptions) >= self.cable.config.max_subscriptions:
+        identifier_json = frames.encode_identifier(identifier)
+        runtime = self.runtime
+        if len(self.subscriptions) >= runtime.config.max_subscriptions:
             self.warn_once(
                 "too_many_subscriptions",
                 "subscription refused: over %d subscriptions",
-                self.cable.config.max_subscriptions,
+                runtime.config.max_subscriptions,
             )
             self.send(frames.reject(identifier_json))
             return
@@ -390,100 +447,99 @@ class Session:
             self.warn_once(exc.kind, "subscription refused: %s", exc)
             self.send(frames.reject(identifier_json))
             return
-        cls = self.cable.channel_class(name)
+        cls = runtime.registry.get(name)
         if cls is None:
             self.warn_once(
-                "unknown_channel", "subscription refused: unknown channel %s", _short(name)
+                "unknown_channel", "subscription refused: unknown channel %s", short(name)
             )
             self.send(frames.reject(identifier_json))
             return
-        channel = cls(self, identifier, params)
-        self.subscriptions[identifier] = channel
+        sub = Subscription(self, cls, channel_spec(cls), identifier, identifier_json, params)
+        self.subscriptions[identifier] = sub
         ok = True
         try:
-            for hook in channel._hook_methods("before_subscribe"):
-                await call_user(self.cable.pool, hook)
-                if channel._rejected:
+            for hook in sub.hooks("before_subscribe"):
+                await call_user(runtime.pool, hook)
+                if sub.rejected:
                     break
-            if not channel._rejected:
-                await call_user(self.cable.pool, channel.subscribed)
-            await self._apply_streams(channel)
+            if not sub.rejected:
+                await call_user(runtime.pool, sub.channel.subscribed)
+            await sub.apply(runtime.hub)
         except BaseException as exc:
             if _propagates(exc):
                 raise
-            ok = await self._rescue(channel, exc, "subscribed")
-        if channel._rejected or not ok or self.state != State.OPEN:
-            if self.subscriptions.get(identifier) is channel:
+            ok = await self._rescue(sub, exc, "subscribed")
+        if sub.rejected or not ok or self.state != State.OPEN:
+            if self.subscriptions.get(identifier) is sub:
                 del self.subscriptions[identifier]
-            self._leave_streams(channel)
+            sub.leave(runtime.hub)
             self.send(frames.reject(identifier_json))
             logger.debug("%s: %s rejected", self, cls.__name__)
             return
         self.send(frames.confirm(identifier_json))
-        _start_timers(channel)
-        for hook in channel._hook_methods("after_subscribe"):
-            await self._call(channel, hook, "after_subscribe")
+        sub.start_timers(runtime.timer_clock())
+        for hook in sub.hooks("after_subscribe"):
+            await self._call(sub, hook, "after_subscribe")
 
     async def _perform(self, command: Perform) -> None:
-        channel = self.subscriptions.get(command.identifier)
-        if channel is None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
             self.warn_once(
                 "unknown_subscription",
                 "message for unknown subscription %s",
-                _short(command.identifier),
+                short(command.identifier),
             )
             return
-        action = type(channel)._actions.get(command.action)
+        action = sub.spec.actions.get(command.action)
         if action is None:
             self.warn_once(
                 "action_not_allowed",
                 "unable to process %s#%s(%s)",
-                type(channel).__name__,
-                _short(command.action),
-                _Filtered(self.cable, command.data),
+                type(sub.channel).__name__,
+                short(command.action),
+                Redacted(command.data, self.runtime.config.filter_parameters),
             )
             return
-        method = getattr(channel, action.name)
+        method = getattr(sub.channel, action.name)
         if action.takes_data:
-            await self._call(channel, method, action.name, command.data)
+            await self._call(sub, method, action.name, command.data)
         else:
-            await self._call(channel, method, action.name)
+            await self._call(sub, method, action.name)
 
-    async def _unsubscribe_channel(self, channel: Channel) -> None:
-        _cancel_timers(channel)
-        for hook in channel._hook_methods("before_unsubscribe"):
-            await self._call(channel, hook, "before_unsubscribe", apply=False)
-        await self._call(channel, channel.unsubscribed, "unsubscribed", apply=False)
-        for hook in channel._hook_methods("after_unsubscribe"):
-            await self._call(channel, hook, "after_unsubscribe", apply=False)
-        channel._ops.clear()
-        self._leave_streams(channel)
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        sub.cancel_timers()
+        for hook in sub.hooks("before_unsubscribe"):
+            await self._call(sub, hook, "before_unsubscribe", apply=False)
+        await self._call(sub, sub.channel.unsubscribed, "unsubscribed", apply=False)
+        for hook in sub.hooks("after_unsubscribe"):
+            await self._call(sub, hook, "after_unsubscribe", apply=False)
+        sub.leave(self.runtime.hub)
 
     # -- helpers ----------------------------------------------------------------------
 
     async def _call(
-        self, channel: Channel, fn: Any, where: str, *args: Any, apply: bool = True
+        self, sub: Subscription, fn: Any, where: str, *args: Any, apply: bool = True
     ) -> Any:
         result = None
         try:
-            result = await call_user(self.cable.pool, fn, *args)
+            result = await call_user(self.runtime.pool, fn, *args)
         except BaseException as exc:
             if _propagates(exc):
                 raise
-            await self._rescue(channel, exc, where)
+            await self._rescue(sub, exc, where)
         if apply and self.state == State.OPEN:
             try:
-                await self._apply_streams(channel)
+                await sub.apply(self.runtime.hub)
             except Exception as exc:
-                await self._rescue(channel, exc, where)
+                await self._rescue(sub, exc, where)
         return result
 
-    async def _rescue(self, channel: Channel, exc: BaseException, where: str) -> bool:
+    async def _rescue(self, sub: Subscription, exc: BaseException, where: str) -> bool:
         """Give ``exc`` to the channel's ``rescue_from`` handler; True if one handled it."""
-        handler = channel._rescuer_for(exc)
+        handler = sub.rescuer_for(exc)
         if handler is not None:
             try:
-                await call_user(self.cable.pool, handler, exc)
+                await call_user(self.runtime.pool, handler, exc)
                 return True
             except BaseException as again:
                 if _propagates(again):
@@ -492,90 +548,21 @@ class Session:
         logger.error(
             "%s: %s#%s raised %s",
             self,
-            type(channel).__name__,
+            type(sub.channel).__name__,
             where,
             type(exc).__name__,
             exc_info=exc,
         )
-        self.cable.report_error(
-            exc, {"connection": self.connection, "channel": channel, "action": where}
+        self.runtime.report_error(
+            exc, {"connection": self.connection, "channel": sub.channel, "action": where}
         )
         return False
-
-    async def _apply_streams(self, channel: Channel) -> None:
-        """Apply the stream changes user code asked for; wait until new streams are live."""
-        ops = channel._ops
-        if not ops:
-            return
-        channel._ops = []
-        hub = self.cable.hub
-        streams = channel._streams
-        pending: list[str] = []
-        for op in ops:
-            if op is None:
-                for stream, callback in streams.items():
-                    hub.remove(stream, channel, callback)
-                streams.clear()
-            elif isinstance(op, str):
-                if op in streams:
-                    hub.remove(op, channel, streams.pop(op))
-            else:
-                stream, callback = op
-                if stream in streams:
-                    hub.remove(stream, channel, streams.pop(stream))
-                streams[stream] = callback
-                if hub.add(stream, channel, callback):
-                    pending.append(stream)
-        for stream in pending:
-            await hub.ensure_live(stream)
-
-    def _leave_streams(self, channel: Channel) -> None:
-        hub = self.cable.hub
-        for stream, callback in channel._streams.items():
-            hub.remove(stream, channel, callback)
-        channel._streams.clear()
 
     def __repr__(self) -> str:
         who = self.connection.connection_identifier if self.connection is not None else ""
         client = self.request.client
         peer = f"{client[0]}:{client[1]}" if client else "?"
         return f"<connection {who or '-'} from {peer}>"
-
-
-def _start_timers(channel: Channel) -> None:
-    session = channel._session
-    # cable.timer_clock: a seam for cablecar.testing's virtual clock (None: the loop).
-    loop = session.cable.timer_clock or asyncio.get_running_loop()
-    for name, every in type(channel)._timers:
-        _schedule(loop, channel, session, name, every)
-
-
-def _schedule(
-    loop: asyncio.AbstractEventLoop, channel: Channel, session: Session, name: str, every: float
-) -> None:
-    def tick() -> None:
-        if (
-            session.state != State.OPEN
-            or session.subscriptions.get(channel.identifier) is not channel
-        ):
-            return
-        session.timer_tick(channel, name)
-        _schedule(loop, channel, session, name, every)
-
-    handles = channel._timer_handles
-    handles[:] = [h for h in handles if not h.cancelled() and h.when() > loop.time()]
-    handles.append(loop.call_later(every, tick))
-
-
-def _cancel_timers(channel: Channel) -> None:
-    for handle in channel._timer_handles:
-        handle.cancel()
-    channel._timer_handles.clear()
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _propagates(exc: BaseException) -> bool:
@@ -589,19 +576,3 @@ def _propagates(exc: BaseException) -> bool:
         task = asyncio.current_task()
         return task is None or task.cancelling() > 0
     return False
-
-
-class _Filtered:
-    """``cable.filter(data)`` for a log line, computed only if the line is emitted."""
-
-    __slots__ = ("cable", "data")
-
-    def __init__(self, cable: Cable, data: Any) -> None:
-        self.cable = cable
-        self.data = data
-
-    def __str__(self) -> str:
-        try:
-            return _short(self.cable.filter(self.data))
-        except RecursionError:
-            return "<data nested too deeply to show>"

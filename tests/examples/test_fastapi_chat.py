@@ -46,7 +46,7 @@ async def site() -> AsyncIterator[tuple[ModuleType, InProcessServer]]:
     server = await InProcessServer.start(example.app, "uvicorn")
     yield example, server
     await server.stop()
-    assert example.cable._state == "stopped"  # the app's lifespan stopped the cable
+    assert example.cable.state.value == "stopped"  # the app's lifespan stopped the cable
 
 
 @contextlib.asynccontextmanager

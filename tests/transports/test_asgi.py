@@ -207,7 +207,7 @@ async def test_middleware_serves_cable_at_its_path_broadcasts_from_a_route_and_f
         assert (await http.get(f"http://127.0.0.1:{server.port}/nope")).status_code == 404
     assert (await c.recv_data()) == {"identifier": ECHO, "message": {"news": "hi"}}
     await server.stop()
-    assert cable._state == "stopped"
+    assert cable.state.value == "stopped"
 
 
 async def test_middleware_runs_the_cables_lifespan_when_the_host_app_has_none(
@@ -229,7 +229,7 @@ async def test_middleware_runs_the_cables_lifespan_when_the_host_app_has_none(
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"http://127.0.0.1:{server.port}/x")).text == "django"
     await server.stop()
-    assert cable._state == "stopped"
+    assert cable.state.value == "stopped"
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -326,7 +326,7 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(
     try:
         await stalled.send(orjson.dumps({"command": "subscribe", "identifier": ECHO}).decode())
         async with asyncio.timeout(TIMEOUT):
-            while cable.hub.subscriber_count("echo") < 2:
+            while cable.streams().get("echo", 0) < 2:
                 await asyncio.sleep(0.01)
         # Incompressible: uvicorn negotiates permessage-deflate with the client.
         blob = base64.b64encode(os.urandom(45_000)).decode()
@@ -338,7 +338,7 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(
                 if "slow consumer" in caplog.text:
                     break
             assert "stalled" in caplog.text and "slow consumer" in caplog.text
-        assert cable.hub.subscriber_count("echo") == 1
+        assert cable.streams().get("echo", 0) == 1
         await cable.broadcast("echo", {"i": "after"})
         assert (await reader.recv_data())["message"] == {"i": "after"}
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from .. import _json
+from .._logging import short as _short
 from ..errors import InvalidCommand
 from .constants import Command
 
@@ -58,8 +58,8 @@ def parse_command(frame: bytes | str) -> AnyCommand:
         InvalidCommand: the frame is not a well-formed command.
     """
     try:
-        obj = orjson.loads(frame)
-    except orjson.JSONDecodeError:
+        obj = _json.loads(frame)
+    except _json.JSONDecodeError:
         raise InvalidCommand("not_json", "frame is not valid JSON") from None
     if not isinstance(obj, dict):
         raise InvalidCommand("not_object", f"frame is a JSON {type(obj).__name__}, not an object")
@@ -80,8 +80,8 @@ def parse_command(frame: bytes | str) -> AnyCommand:
         if not isinstance(raw, str):
             raise InvalidCommand("bad_data", f"data must be a JSON string, got {_short(raw)}")
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            data = _json.loads(raw)
+        except _json.JSONDecodeError:
             raise InvalidCommand("bad_data", "data is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidCommand("bad_data", f"data is a JSON {type(data).__name__}, not an object")
@@ -101,8 +101,8 @@ def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
         InvalidCommand: not a JSON object, or no string ``channel``.
     """
     try:
-        params = orjson.loads(identifier)
-    except orjson.JSONDecodeError:
+        params = _json.loads(identifier)
+    except _json.JSONDecodeError:
         raise InvalidCommand("bad_identifier", "identifier is not valid JSON") from None
     if not isinstance(params, dict):
         raise InvalidCommand("bad_identifier", "identifier is not a JSON object")
@@ -110,8 +110,3 @@ def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(channel, str) or not channel:
         raise InvalidCommand("bad_identifier", "identifier has no channel")
     return channel, params
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -6,8 +6,7 @@ decoded or re-encoded (``{"identifier":<id>,"message":<payload>}``).
 
 from __future__ import annotations
 
-import orjson
-
+from .. import _json
 from .constants import DisconnectReason, MessageType
 
 __all__ = [
@@ -32,10 +31,10 @@ def encode_identifier(identifier: str) -> bytes:
     """The identifier as a JSON string, ready to splice into frames.
 
     The result is kept for the life of a subscription, so it is copied to an
-    exact-size object: orjson's output buffer is larger than its content (about
+    exact-size object: the JSON library's output buffer is larger than its content (about
     4 KiB for a short string), which would cost every subscription that much.
     """
-    return bytes(memoryview(orjson.dumps(identifier)))
+    return bytes(memoryview(_json.dumps(identifier)))
 
 
 def confirm(identifier_json: bytes) -> bytes:
@@ -50,7 +49,7 @@ def reject(identifier_json: bytes) -> bytes:
 
 def disconnect(reason: DisconnectReason | str | None, reconnect: bool) -> bytes:
     """``disconnect``, always with both ``reason`` and ``reconnect``."""
-    return orjson.dumps(
+    return _json.dumps(
         {"type": MessageType.DISCONNECT.value, "reason": reason, "reconnect": reconnect}
     )
 

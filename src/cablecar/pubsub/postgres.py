@@ -107,7 +107,7 @@ def channel_for(name: str) -> str:
     >>> channel_for("chat_1")
     'chat_1'
     >>> channel_for("x" * 64)
-    'cablecar#0b8e...'  # doctest: +SKIP
+    'cablecar#bb2fa3ee...'
     """
     try:
         size = len(name.encode("utf-8"))

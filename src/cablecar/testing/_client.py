@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import _json
-from ..channel import Channel
+from ..channel import Channel, channel_spec
 from ..connection import Connection
 from ..errors import ActionNotAllowed
 from ..http import Request
@@ -51,7 +51,8 @@ class TestSubscription:
     @property
     def channel(self) -> Channel | None:
         """The live channel instance (your class), or ``None`` once rejected or ended."""
-        return self.connection.session.subscriptions.get(self.identifier)
+        sub = self.connection.session.subscriptions.get(self.identifier)
+        return sub.channel if sub is not None else None
 
     @property
     def confirmed(self) -> bool:
@@ -66,8 +67,8 @@ class TestSubscription:
     @property
     def streams(self) -> list[str]:
         """The streams this subscription listens to now, in the order they were added."""
-        channel = self.channel
-        return list(channel._streams) if channel is not None else []
+        sub = self.connection.session.subscriptions.get(self.identifier)
+        return list(sub.streams) if sub is not None else []
 
     @property
     def transmissions(self) -> list[Any]:
@@ -95,7 +96,7 @@ class TestSubscription:
         self.connection._check_open(f"cannot perform {action!r}")
         if channel is None:
             raise RuntimeError(f"cannot perform {action!r}: {self._label()} is not active")
-        actions = type(channel)._actions
+        actions = channel_spec(type(channel)).actions
         if action not in actions:
             raise ActionNotAllowed(
                 f"{type(channel).__name__} has no action {action!r}; "
@@ -177,7 +178,7 @@ class TestSubscription:
 
     def _channel_class(self) -> type[Channel]:
         name = self.params.get("channel")
-        cls = self.connection.session.cable.channel_class(name) if isinstance(name, str) else None
+        cls = self.connection.tester.cable.channels.get(name) if isinstance(name, str) else None
         if cls is None:
             raise AssertionError(f"{self._label()}: no channel registered as {name!r}")
         return cls
@@ -320,7 +321,7 @@ class TestConnection:
             raise RuntimeError(f"{what}: the connection is closed (disconnect reason {reason!r})")
 
     def _registered_name(self, cls: type[Channel]) -> str:
-        channels = self.session.cable.channels
+        channels = self.tester.cable.channels
         for name, registered in channels.items():
             if registered is cls:
                 return name

@@ -51,6 +51,12 @@ class RecordingSink:
         """Record one frame for this socket only."""
         self.send_prepared(data)
 
+    def pause_reading(self) -> None:
+        """Nothing to pause: a test sends its commands one at a time."""
+
+    def resume_reading(self) -> None:
+        """See :meth:`pause_reading`."""
+
     def close(self, code: int = 1000) -> None:
         """The server closed the socket: remember the code; as a real socket does once
         the close handshake is over, tell the session the transport is gone (on the

@@ -14,15 +14,14 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..cable import Cable
 from ..connection import Connection
 from ..errors import ConnectionRejected
-from ..protocol import SUBPROTOCOLS, frames
-from ..pubsub import PubSub, adapter_from_url
-from ..cable import Cable
-from ..session import Session, State
-from ..hub import Hub
+from ..protocol import SUBPROTOCOLS
+from ..pubsub import PubSub
+from ..session import State
 from ._broadcasts import BroadcastLog, RecordingPubSub
-from ._cable import build_request, make_startable, rewind
+from ._cable import build_request, make_startable
 from ._client import TestConnection
 from ._clock import VirtualClock
 from ._sink import RecordingSink
@@ -92,17 +91,14 @@ class ChannelTester(BroadcastLog):
             raise RuntimeError("this ChannelTester is already started")
         cable = self.cable
         make_startable(cable)
-        saved: dict[str, Any] = {"pubsub": cable.pubsub, "timer_clock": cable.timer_clock}
+        saved: dict[str, Any] = {"timer_clock": cable.timer_clock}
         if self._pubsub_override is not None:
-            if cable._state != "new":
+            if cable.running:
                 raise RuntimeError("pubsub= needs a cable that is not running yet")
-            override = self._pubsub_override
-            adapter = adapter_from_url(override) if isinstance(override, str) else override
-            saved["hub"] = cable.hub
-            cable.hub = Hub(adapter)
-            cable.pubsub = adapter
-        cable.pubsub = RecordingPubSub(cable.pubsub, self)
-        cable._error_hooks.append(self._on_error)
+            saved["pubsub"] = cable.pubsub
+            cable.use_pubsub(self._pubsub_override)
+        saved["recorded"] = cable.wrap_pubsub(lambda adapter: RecordingPubSub(adapter, self))
+        cable.error_hooks.append(self._on_error)
         if self.clock is not None:
             cable.timer_clock = self.clock
         self._saved = saved
@@ -111,9 +107,7 @@ class ChannelTester(BroadcastLog):
             try:
                 await cable.start()
                 # Remote disconnects work once the control stream is live.
-                control = cable._control
-                if control is not None and not control.done():
-                    await asyncio.wait([control], timeout=self.timeout)
+                await cable.wait_live(self.timeout)
             except BaseException:
                 self.raise_errors = False
                 await self.close()
@@ -140,14 +134,13 @@ class ChannelTester(BroadcastLog):
                 await cable.stop(timeout=self.timeout)
         finally:
             self._saved = None
-            cable._error_hooks.remove(self._on_error)
+            cable.error_hooks.remove(self._on_error)
             cable.timer_clock = saved["timer_clock"]
-            cable.pubsub = saved["pubsub"]
-            if "hub" in saved:
-                cable.hub = saved["hub"]
-            if self._started_cable:
-                self._started_cable = False
-                rewind(cable)
+            recorded = saved["recorded"]
+            cable.wrap_pubsub(lambda _recorder: recorded)
+            if "pubsub" in saved and not cable.running:
+                cable.use_pubsub(saved["pubsub"])
+            self._started_cable = False
         self._raise_pending()
 
     async def __aenter__(self) -> ChannelTester:
@@ -189,16 +182,18 @@ class ChannelTester(BroadcastLog):
                 ``disconnect`` frame's, e.g. ``"unauthorized"``).
         """
         request = build_request(self.cable, path, query, headers, cookies, client)
-        if not self.cable.check_origin(request):
-            raise ConnectionRejected(
-                None, f"origin {request.origin!r} not allowed (the transport answers HTTP 403)"
+        refusal = self.cable.admit(request)
+        if refusal is not None:
+            what = (
+                f"origin {request.origin!r} not allowed"
+                if refusal.status == 403
+                else "max_connections reached"
+                if refusal.reason == "server busy"
+                else refusal.reason
             )
-        if not self.cable.can_accept():
-            raise ConnectionRejected(
-                None, "max_connections reached (the transport answers HTTP 503)"
-            )
+            raise ConnectionRejected(None, f"{what} (the transport answers HTTP {refusal.status})")
         sink = RecordingSink()
-        session = Session(self.cable, sink, request, subprotocol)
+        session = self.cable.open_session(sink, request, subprotocol)
         sink.session = session
         conn = TestConnection(self, session, sink)
         self.connections.append(conn)
@@ -257,18 +252,12 @@ class ChannelTester(BroadcastLog):
             )
         request = build_request(cable, None, None, None, None, ("127.0.0.1", 40000))
         sink = RecordingSink()
-        session = Session(cable, sink, request, SUBPROTOCOLS[0])
+        session = cable.open_session(sink, request, SUBPROTOCOLS[0])
         sink.session = session
-        # What Session._open does after a successful connect().
-        cable._session_opened(session)
         connection = cls(session, request)
         for name, value in identifiers.items():
             setattr(connection, name, value)
-        session.connection = connection
-        session.state = State.OPEN
-        session.welcomed = True
-        cable._session_welcomed(session)
-        sink.send(frames.WELCOME)
+        session.open_as(connection)
         conn = TestConnection(self, session, sink)
         self.connections.append(conn)
         return conn
@@ -335,7 +324,7 @@ class ChannelTester(BroadcastLog):
         quiet = 0
         while quiet < 2:  # two idle passes: callbacks scheduled by a finished task ran
             await asyncio.sleep(0)
-            busy = [c.session._task for c in self.connections if c.session._task is not None]
+            busy = [c.session.task for c in self.connections if c.session.task is not None]
             if not busy:
                 quiet += 1
                 continue

@@ -35,12 +35,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mutabl
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import _json
+from ..cable import CableState
 from ..http import Request
 from ..protocol import DisconnectReason, choose_subprotocol
-from ..session import Session
 
 if TYPE_CHECKING:
     from ..cable import Cable
+    from ..transport import SessionPort
 
 __all__ = ["ASGIApp", "CableMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -96,14 +97,14 @@ class _Socket:
         self._slow = False
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.session: Session | None = None
+        self.session: SessionPort | None = None
         self.main = asyncio.current_task()
         self.closing = False
         self.gave_up = False
         #: Bytes queued or being sent.
         self.pending = 0
 
-    def start(self, session: Session) -> None:
+    def start(self, session: SessionPort) -> None:
         self.session = session
         self._writer = self._loop.create_task(self._write_loop())
 
@@ -225,7 +226,7 @@ class ASGIApp:
         return path in (mount, mount + "/") or (bool(scope.get("root_path")) and path in ("", "/"))
 
     async def _ensure_started(self) -> None:
-        if self.cable._state == "new":
+        if self.cable.state is CableState.NEW:
             await self.cable.start()
 
     # -- WebSocket ----------------------------------------------------------------------
@@ -240,13 +241,10 @@ class ASGIApp:
             return
         await self._ensure_started()
         request = _request(scope)
-        if not cable.check_origin(request):
-            logger.warning("refused a connection from origin %r (allowed_origins)", request.origin)
-            await _refuse(scope, send, 403, "origin not allowed")
-            return
-        if not cable.can_accept():
-            logger.warning("refused a connection: %d open (max_connections)", len(cable._sessions))
-            await _refuse(scope, send, 503, "server busy", [(b"retry-after", b"5")])
+        refusal = cable.admit(request)
+        if refusal is not None:
+            headers = [(k.lower().encode(), v.encode()) for k, v in refusal.headers]
+            await _refuse(scope, send, refusal.status, refusal.reason, headers)
             return
         subprotocol = choose_subprotocol(scope.get("subprotocols") or ())
         accept: Message = {"type": "websocket.accept"}
@@ -254,7 +252,7 @@ class ASGIApp:
             accept["subprotocol"] = subprotocol
         await send(accept)
         sock = _Socket(send, cable.config.max_pending_output, cable.config.close_timeout)
-        session = Session(cable, sock, request, subprotocol)
+        session = cable.open_session(sock, request, subprotocol)
         sock.start(session)
         session.start()
         limit = cable.config.max_message_size
@@ -301,13 +299,12 @@ class ASGIApp:
         headers: list[tuple[bytes, bytes]] = []
         health = cfg.health_path
         if health is not None and path in (health, cfg.mount_path + health):
-            if method not in ("GET", "HEAD"):
-                status, body = 405, {"error": "method not allowed"}
-                headers.append((b"allow", b"GET, HEAD"))
-            else:
+            if method in ("GET", "HEAD"):
                 await self._ensure_started()
-                status = 200 if self.cable.running else 503
-                body = self.cable.statistics()
+            response = self.cable.health(method)
+            headers = [(k.lower().encode(), v.encode()) for k, v in response.headers]
+            await _respond(send, response.status, response.body, headers, head=method == "HEAD")
+            return
         elif self._is_endpoint(scope, path):
             status, body = 426, {"error": "this is a WebSocket endpoint: upgrade required"}
             headers.append((b"upgrade", b"websocket"))
@@ -446,7 +443,7 @@ async def _respond(
     head: bool = False,
     prefix: str = "http.response",
 ) -> None:
-    data = _json.dumps(body)
+    data = body if isinstance(body, bytes) else _json.dumps(body)
     await send(
         {
             "type": prefix + ".start",

@@ -26,14 +26,16 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ... import _json
+from ..._runtime import WORKER_THREAD_PREFIX
 from ...http import Request, Response
 from ...protocol import DisconnectReason, choose_subprotocol, parse_subprotocols
-from ...session import Session, State
+from ...transport import SessionPort
 from .framing import (
     CloseCode,
     FrameError,
@@ -46,6 +48,7 @@ from .framing import (
 )
 from .http import (
     HandshakeError,
+    RequestHead,
     build_response,
     build_switching_protocols,
     parse_head,
@@ -83,7 +86,7 @@ class _Socket(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
+        self.session: SessionPort | None = None
         self._buf = b""
         self._parser: FrameParser | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -98,7 +101,7 @@ class _Socket(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         server = self.server
         cfg = server.cable.config
-        if len(server._sockets) - len(server.cable._sessions) >= cfg.max_connections:
+        if len(server._sockets) - server.cable.socket_count >= cfg.max_connections:
             # A flood of sockets that never upgrade: refuse without reading anything.
             self.closing = True
             server._refused_handshakes += 1
@@ -106,7 +109,7 @@ class _Socket(asyncio.Protocol):
                 logger.warning(
                     "refused %d sockets so far: %d still in their handshake (max_connections)",
                     server._refused_handshakes,
-                    len(server._sockets) - len(server.cable._sessions),
+                    len(server._sockets) - server.cable.socket_count,
                 )
             self.transport.abort()
             return
@@ -263,7 +266,7 @@ class _Socket(asyncio.Protocol):
         request = Request(head.method, head.path, head.query_string, head.headers, client)
         if head.path == cfg.mount_path or head.path == cfg.mount_path + "/":
             self._buf = b""
-            self._upgrade(request, rest)
+            self._upgrade(head, request, rest)
             return
         # A plain HTTP request: wait for its body, then answer and close.
         length_text = head.headers.get("content-length", "0")
@@ -289,32 +292,16 @@ class _Socket(asyncio.Protocol):
         self.closing = True  # nothing more is read from this socket
         self.server._spawn(self._answer_http(request))
 
-    def _upgrade(self, request: Request, rest: bytes) -> None:
-        server = self.server
-        cable = server.cable
+    def _upgrade(self, head: RequestHead, request: Request, rest: bytes) -> None:
+        cable = self.server.cable
         try:
-            key = validate_upgrade(_head_of(request))
+            key = validate_upgrade(head)
         except HandshakeError as exc:
             self._http_error(exc.status, exc.reason, exc.headers)
             return
-        if not cable.check_origin(request):
-            logger.warning(
-                "refused a connection from origin %r (allowed_origins)",
-                request.origin,
-                extra={"cablecar_kind": "origin"},
-            )
-            self._http_error(403, "origin not allowed")
-            return
-        if not cable.running:
-            self._http_error(503, "shutting down", (("Retry-After", "1"),))
-            return
-        if not cable.can_accept():
-            logger.warning(
-                "refused a connection: %d connections open (max_connections)",
-                len(cable._sessions),
-                extra={"cablecar_kind": "max_connections"},
-            )
-            self._http_error(503, "server busy", (("Retry-After", "5"),))
+        refusal = cable.admit(request)
+        if refusal is not None:
+            self._http_error(refusal.status, refusal.reason, refusal.headers)
             return
         self._cancel_timer()
         subprotocol = choose_subprotocol(
@@ -323,7 +310,7 @@ class _Socket(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(build_switching_protocols(key, subprotocol))
         self._parser = FrameParser(cable.config.max_message_size)
-        self.session = Session(cable, self, request, subprotocol)
+        self.session = cable.open_session(self, request, subprotocol)
         self.session.start()
         if rest:
             self.data_received(rest)
@@ -333,13 +320,8 @@ class _Socket(asyncio.Protocol):
         cfg = cable.config
         head_only = request.method == "HEAD"
         try:
-            if (
-                cfg.health_path is not None
-                and request.path == cfg.health_path
-                and request.method in ("GET", "HEAD")
-            ):
-                stats = cable.statistics()
-                response: Response | None = Response.json(stats, 200 if cable.running else 503)
+            if cfg.health_path is not None and request.path == cfg.health_path:
+                response: Response | None = cable.health(request.method)
             elif self.server.http_handler is not None:
                 response = await self.server.http_handler(request)
             else:
@@ -405,8 +387,8 @@ class _Socket(asyncio.Protocol):
             self._closer = self.server.loop.call_later(
                 self.server.cable.config.close_timeout, self._abort
             )
-        if self.session is not None and self.session.state < State.CLOSING:
-            self.session.state = State.CLOSING  # the client is leaving; nothing more to send
+        if self.session is not None:
+            self.session.peer_closing()  # the client is leaving; nothing more to send
 
     def _handshake_timeout(self) -> None:
         self._timer = None
@@ -436,12 +418,6 @@ def _peer(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return "?"
-
-
-def _head_of(request: Request) -> Any:
-    from .http import RequestHead
-
-    return RequestHead(request.method, request.path, request.query_string, request.headers)
 
 
 class Server:
@@ -614,15 +590,14 @@ def run(
             factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
-    _exit_past_stuck_threads(cable)
+    _exit_past_stuck_threads()
 
 
-def _exit_past_stuck_threads(cable: Cable) -> None:
+def _exit_past_stuck_threads() -> None:
     """After a graceful shutdown, plain ``def`` actions still blocking a worker thread
     past ``shutdown_timeout`` would keep the interpreter from exiting (it joins pool
     threads at exit): log them and exit now."""
-    pool = cable.pool
-    threads = list(getattr(pool, "_threads", ())) if pool is not None else []
+    threads = [t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD_PREFIX)]
     deadline = time.monotonic() + 0.5  # idle workers are ending on their own
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,234 @@
+"""One run of a cable, from ``start()`` to ``stop()``: the loop, the pool, the live sessions.
+
+:class:`~cablecar.Cable` is the application's face; this is what sessions, channels
+and the hub use while it runs. A stopped cable drops its runtime and builds a new one
+on the next ``start()``, so a cable can run again (one test after another, a restarted
+app) without anything being reset by hand.
+
+Invariants:
+
+1. Everything here runs on the loop thread, except :meth:`Runtime.threadsafe`, the one
+   way user code on a worker thread reaches the loop.
+2. ``sessions`` holds every open socket; ``welcomed`` the ones that got ``welcome``.
+   A session is in them from ``opened`` to ``closed``, exactly once.
+3. Every task the runtime spawns is awaited or cancelled by :meth:`Runtime.shutdown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from ._memory import HeapTrimmer
+from ._remote import CONTROL_STREAM, identifier_key
+from .hub import Hub
+from .protocol import DisconnectReason, frames
+
+if TYPE_CHECKING:
+    from .cable import Cable, ErrorHook
+    from .config import CableConfig
+    from .connection import Connection
+    from .pubsub import PubSub
+    from .registry import ChannelRegistry
+    from .session import Session
+
+__all__ = ["WORKER_THREAD_PREFIX", "Runtime"]
+
+logger = logging.getLogger("cablecar.cable")
+
+#: Names of the worker threads that run plain ``def`` user code start with this.
+WORKER_THREAD_PREFIX = "cablecar-worker"
+
+#: Seconds ``shutdown`` waits for subscribes in flight before closing the adapter.
+_BROKER_GRACE = 1.0
+
+
+class Runtime:
+    """The live state of a started cable (see the module docstring)."""
+
+    def __init__(
+        self,
+        cable: Cable,
+        config: CableConfig,
+        registry: ChannelRegistry,
+        connection_class: type[Connection],
+        adapter: PubSub,
+        error_hooks: list[ErrorHook],
+    ) -> None:
+        self.cable = cable
+        self.config = config
+        self.registry = registry
+        self.connection_class = connection_class
+        self.adapter = adapter
+        self.error_hooks = error_hooks
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.pool = ThreadPoolExecutor(
+            config.worker_pool_size, thread_name_prefix=WORKER_THREAD_PREFIX
+        )
+        self.hub = Hub(adapter)
+        self.sessions: dict[Session, None] = {}
+        self.welcomed: dict[Session, None] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
+        self.connections_total = 0
+        self.stopping = False
+        self._drained: asyncio.Event | None = None
+        self._control: asyncio.Task[None] | None = None
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._trimmer = HeapTrimmer(self.loop, self._compact)
+
+    async def start(self) -> None:
+        await self.adapter.start(self.hub.deliver)
+        # In the background: with the broker down, the server still starts and
+        # serves; the control stream goes live once the adapter reconnects.
+        self._control = self.spawn(self.hub.add_internal(CONTROL_STREAM, self._on_control))
+        self._ping_handle = self.loop.call_later(self.config.ping_interval, self._ping)
+
+    async def control_live(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until remote disconnects can reach this process."""
+        control = self._control
+        if control is not None and not control.done():
+            await asyncio.wait([control], timeout=timeout)
+
+    # -- services ------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the runtime owns (awaited or cancelled on stop)."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop: now when on the loop thread, else as soon as
+        the loop can. The one thread boundary of the public API: calls from one worker
+        thread keep their order, and land before the loop sees the end of the user
+        call that made them."""
+        if threading.get_ident() == self.loop_thread:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def loop_time(self) -> float:
+        return self.loop.time()
+
+    def timer_clock(self) -> Any:
+        """What ``periodically`` timers are scheduled on (``cable.timer_clock`` or the loop)."""
+        return self.cable.timer_clock or self.loop
+
+    def report_error(self, exc: BaseException, context: dict[str, Any]) -> None:
+        """Pass an exception from user code to the ``on_error`` hooks."""
+        for hook in list(self.error_hooks):
+            try:
+                hook(exc, context)
+            except Exception:
+                logger.exception("on_error hook %r raised", hook)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def opened(self, session: Session) -> None:
+        self.sessions[session] = None
+        self.connections_total += 1
+
+    def welcomed_session(self, session: Session) -> None:
+        self.welcomed[session] = None
+
+    def closed(self, session: Session) -> None:
+        self.sessions.pop(session, None)
+        self.welcomed.pop(session, None)
+        if not self.sessions and self._drained is not None:
+            self._drained.set()
+        self._trimmer.closed()
+
+    def _compact(self) -> None:
+        # Dicts and sets never shrink: after a wave, rebuild the emptied ones at their
+        # present size (10,000 connections leave over 1 MB of empty tables).
+        self.sessions = dict(self.sessions)
+        self.welcomed = dict(self.welcomed)
+        self.tasks = set(self.tasks)
+
+    def _ping(self) -> None:
+        if self.stopping:
+            return
+        self._ping_handle = self.loop.call_later(self.config.ping_interval, self._ping)
+        self.hub.send_to_all([s.sink for s in self.welcomed], frames.ping(int(time.time())))
+
+    def _on_control(self, payload: bytes) -> None:
+        try:
+            command = _json.loads(payload)
+            wanted = command["identifiers"]
+            reconnect = bool(command.get("reconnect", True))
+            if command.get("type") != "disconnect" or not isinstance(wanted, dict):
+                raise ValueError("not a disconnect")
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignored a malformed remote command on %s", CONTROL_STREAM)
+            return
+        for session in list(self.welcomed):
+            connection = session.connection
+            if connection is not None and all(
+                identifier_key(getattr(connection, name, None)) == value
+                for name, value in wanted.items()
+            ):
+                logger.info("%s: remote disconnect", session)
+                session.close(DisconnectReason.REMOTE, reconnect)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float) -> None:
+        """Every client gets ``server_restart``; actions in flight get ``timeout``
+        seconds; then the adapter closes and the pool shuts down."""
+        self.stopping = True
+        if self._ping_handle is not None:
+            self._ping_handle.cancel()
+        if self._control is not None and not self._control.done():
+            self._control.cancel()  # the broker never came up: nothing to wait for
+        self._trimmer.cancel()
+        for session in list(self.sessions):
+            session.close(DisconnectReason.SERVER_RESTART, True)
+        deadline = time.monotonic() + timeout
+        if self.sessions:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                logger.warning("%d connections still open after %ss", len(self.sessions), timeout)
+        pending = [t for t in self.tasks if not t.done()]
+        adapter_closed = False
+        if pending and self.hub.subscribes_in_flight:
+            # Every client is gone, but a subscribe may be waiting for a broker that is
+            # down, which would hold the shutdown for the whole timeout. Give the broker
+            # a moment, then close the adapter: the waiting subscribes end (AdapterError)
+            # and their sessions run their callbacks.
+            _done, still = await asyncio.wait(
+                pending, timeout=min(_BROKER_GRACE, max(0.0, deadline - time.monotonic()))
+            )
+            if still and self.hub.subscribes_in_flight:
+                logger.warning(
+                    "closing the pub/sub adapter: %d subscribes still wait for it",
+                    self.hub.subscribes_in_flight,
+                )
+                await self.adapter.close()
+                adapter_closed = True
+            pending = [t for t in still if not t.done()]
+        if pending:
+            _done, still = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - time.monotonic())
+            )
+            for task in still:
+                task.cancel()
+        await self.hub.close()
+        if not adapter_closed:
+            await self.adapter.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def abandon(self) -> None:
+        """The loop this runtime ran on is gone without a ``stop()``: release the pool."""
+        self.stopping = True
+        self.pool.shutdown(wait=False, cancel_futures=True)

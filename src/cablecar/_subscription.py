@@ -1,0 +1,212 @@
+"""One subscription's runtime: its streams, pending stream changes, timers, rejection.
+
+The user's :class:`~cablecar.Channel` instance is the subscription's *application*
+face; this object is its *runtime* face (as Phoenix separates ``Phoenix.Channel`` from
+``Phoenix.Channel.Server``). The channel holds it in one private slot and forwards
+its public API here; the session and the hub talk to this object only, never to the
+channel's attributes, so nothing a user names on a channel can break the server.
+
+Invariants:
+
+1. Every method runs on the event loop thread. Channel methods that user code may
+   call from the worker pool reach it through ``Runtime.threadsafe``, which keeps
+   their order relative to the end of the user call that made them.
+2. Stream changes asked for by user code are recorded (``pending``) and applied by
+   the session once the user call returns (:meth:`apply`), in the order asked; a new
+   stream is live in the adapter before :meth:`apply` returns.
+3. The identifier is encoded to JSON once, at subscribe; the hub groups fast-path
+   members by ``key`` = (that JSON, the sink's ``prepare``).
+4. Once :meth:`leave` ran, the subscription is in no hub group and has no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _json
+from .protocol import frames
+
+if TYPE_CHECKING:
+    from .channel import Channel, ChannelSpec, StreamCallback
+    from .hub import Hub
+    from .session import Session
+
+__all__ = ["AddStream", "RemoveStream", "StopAll", "StreamOp", "Subscription"]
+
+
+@dataclass(frozen=True, slots=True)
+class AddStream:
+    """``stream_from(stream, callback)``: listen to ``stream`` (replacing a callback)."""
+
+    stream: str
+    callback: StreamCallback | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveStream:
+    """``stop_stream_from(stream)``."""
+
+    stream: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopAll:
+    """``stop_all_streams()``."""
+
+
+StreamOp = AddStream | RemoveStream | StopAll
+_STOP_ALL = StopAll()
+
+
+class Subscription:
+    """The server side of one ``subscribe``: owned by a :class:`~cablecar.session.Session`."""
+
+    __slots__ = (
+        "channel",
+        "identifier",
+        "identifier_json",
+        "key",
+        "pending",
+        "rejected",
+        "session",
+        "sink",
+        "spec",
+        "streams",
+        "timers",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        cls: type[Channel],
+        spec: ChannelSpec,
+        identifier: str,
+        identifier_json: bytes,
+        params: dict[str, Any],
+    ) -> None:
+        self.session = session
+        self.sink = session.sink
+        self.spec = spec
+        self.identifier = identifier
+        self.identifier_json = identifier_json
+        #: The hub's group for fast-path broadcasts: one frame per (identifier, sink kind).
+        self.key = (identifier_json, type(session.sink).prepare)
+        #: Streams listened to, in the order added, with their callbacks (None: fast path).
+        self.streams: dict[str, StreamCallback | None] = {}
+        self.pending: list[StreamOp] = []
+        self.rejected = False
+        self.timers: list[asyncio.TimerHandle] = []
+        self.channel: Channel = cls(self, params)
+
+    # -- what channel code asks for (on the loop thread) -------------------------------
+
+    def add_stream(self, stream: str, callback: StreamCallback | None) -> None:
+        self.pending.append(AddStream(stream, callback))
+
+    def remove_stream(self, stream: str) -> None:
+        self.pending.append(RemoveStream(stream))
+
+    def stop_all(self) -> None:
+        self.pending.append(_STOP_ALL)
+
+    def reject(self) -> None:
+        self.rejected = True
+
+    def transmit(self, payload: bytes) -> None:
+        """Send ``{"identifier": ..., "message": <payload>}`` to this subscriber."""
+        self.session.send(frames.data_frame(self.identifier_json, payload))
+
+    def transmit_message(self, message: Any) -> None:
+        """:meth:`transmit` ``message`` encoded to JSON."""
+        self.transmit(_json.dumps(message))
+
+    @property
+    def active(self) -> bool:
+        """Whether this is still the session's live subscription for its identifier."""
+        return self.session.is_active(self)
+
+    # -- applied by the session ----------------------------------------------------------
+
+    async def apply(self, hub: Hub) -> None:
+        """Apply the stream changes asked for; wait until new streams are live."""
+        ops = self.pending
+        if not ops:
+            return
+        self.pending = []
+        streams = self.streams
+        live: list[str] = []
+        for op in ops:
+            if isinstance(op, AddStream):
+                if op.stream in streams:
+                    hub.remove(op.stream, self, streams.pop(op.stream))
+                streams[op.stream] = op.callback
+                if hub.add(op.stream, self, op.callback):
+                    live.append(op.stream)
+            elif isinstance(op, RemoveStream):
+                if op.stream in streams:
+                    hub.remove(op.stream, self, streams.pop(op.stream))
+            else:
+                self.leave_streams(hub)
+        for stream in live:
+            await hub.ensure_live(stream)
+
+    def leave_streams(self, hub: Hub) -> None:
+        """Leave every stream at once (no broadcast reaches this subscriber after)."""
+        for stream, callback in self.streams.items():
+            hub.remove(stream, self, callback)
+        self.streams.clear()
+
+    def leave(self, hub: Hub) -> None:
+        """End: no streams, no timers, no pending changes."""
+        self.cancel_timers()
+        self.pending.clear()
+        self.leave_streams(hub)
+
+    def stream_of(self, callback: StreamCallback) -> str:
+        """The stream a custom callback serves (for log lines)."""
+        return next((s for s, cb in self.streams.items() if cb is callback), "?")
+
+    # -- timers -------------------------------------------------------------------------
+
+    def start_timers(self, clock: Any) -> None:
+        """Schedule the channel's ``periodically`` methods on ``clock`` (the loop, or a
+        virtual clock with ``time()`` and ``call_later()``)."""
+        for name, every in self.spec.timers:
+            self._schedule(clock, name, every)
+
+    def _schedule(self, clock: Any, name: str, every: float) -> None:
+        def tick() -> None:
+            if not self.active:
+                return
+            self.session.timer_tick(self, name)
+            self._schedule(clock, name, every)
+
+        handles = self.timers
+        now = clock.time()
+        handles[:] = [h for h in handles if not h.cancelled() and h.when() > now]
+        handles.append(clock.call_later(every, tick))
+
+    def cancel_timers(self) -> None:
+        for handle in self.timers:
+            handle.cancel()
+        self.timers.clear()
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def hooks(self, kind: str) -> list[Callable[..., Awaitable[Any] | Any]]:
+        """The channel's bound hook methods of ``kind`` (``before_subscribe``...), in order."""
+        channel = self.channel
+        return [getattr(channel, name) for name in self.spec.hooks.get(kind, ())]
+
+    def rescuer_for(self, exc: BaseException) -> Callable[..., Any] | None:
+        """The channel's ``rescue_from`` handler for ``exc``, if any."""
+        for types, name in self.spec.rescuers:
+            if isinstance(exc, types):
+                return getattr(self.channel, name)  # type: ignore[no-any-return]
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.identifier}>"
