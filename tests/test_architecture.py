@@ -21,8 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "protocol"),
     # 1: values and contracts the core is written against
     ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory"),
-    # 2: the pub/sub adapters (they know streams and bytes, nothing of channels)
-    ("pubsub",),
+    # 2: the pub/sub adapters and history stores (streams and bytes, nothing of channels)
+    ("pubsub", "history"),
     # 3: the application-facing classes and the subscription runtime
     ("connection", "channel", "_subscription", "registry", "hub"),
     # 4: one socket's state
@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "protocol": ("config", "http", "pubsub", "channel", "session", "cable", "hub"),
     "pubsub": ("channel", "session", "cable", "hub", "_runtime", "connection", "transports"),
+    "history": ("channel", "session", "cable", "hub", "_runtime", "connection", "transports"),
     "transports": ("channel", "session", "_subscription", "hub", "registry", "connection"),
 }
 

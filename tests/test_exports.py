@@ -27,7 +27,7 @@ def test_channel_base_keeps_common_action_names_free() -> None:
     class defines none of them."""
     public = {n for n in dir(cablecar.Channel) if not n.startswith("_")}
     assert public == {
-        "broadcast_to", "broadcasting_for", "channel_name", "logger", "rejected", "reject",
+        "broadcast_to", "broadcasting_for", "channel_name", "logger", "rejected", "reject", "restored",
         "stop_all_streams", "stop_stream_for", "stop_stream_from", "stream_for", "stream_from",
         "subscribed", "transmit", "unsubscribed",
     }  # fmt: skip
@@ -59,5 +59,5 @@ def test_cable_shows_a_small_face() -> None:
         "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
         "statistics", "open_connections_statistics", "streams",
         # for transports (cablecar.transport)
-        "admit", "open_session", "health", "asgi",
+        "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .cable import Cable, ErrorHook
     from .config import CableConfig
     from .connection import Connection
+    from .history import HistoryStore
     from .pubsub import PubSub
     from .registry import ChannelRegistry
     from .session import Session
@@ -60,6 +61,7 @@ class Runtime:
         connection_class: type[Connection],
         adapter: PubSub,
         error_hooks: list[ErrorHook],
+        store: HistoryStore | None = None,
     ) -> None:
         self.cable = cable
         self.config = config
@@ -67,6 +69,10 @@ class Runtime:
         self.connection_class = connection_class
         self.adapter = adapter
         self.error_hooks = error_hooks
+        #: Stream history and resumable sessions (``history=True``), else ``None``.
+        self.store = store
+        self._dirty: dict[Session, bytes | None] = {}
+        self._touch_handle: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.pool = ThreadPoolExecutor(
@@ -85,6 +91,11 @@ class Runtime:
         self._trimmer = HeapTrimmer(self.loop, self._compact)
 
     async def start(self) -> None:
+        if self.store is not None:
+            await self.store.start()
+            self._touch_handle = self.loop.call_later(
+                self.config.sessions_ttl / 2, self._touch_sessions
+            )
         await self.adapter.start(self.hub.deliver)
         # In the background: with the broker down, the server still starts and
         # serves; the control stream goes live once the adapter reconnects.
@@ -157,8 +168,58 @@ class Runtime:
     def _ping(self) -> None:
         if self.stopping:
             return
-        self._ping_handle = self.loop.call_later(self.config.ping_interval, self._ping)
+        cfg = self.config
+        self._ping_handle = self.loop.call_later(cfg.ping_interval, self._ping)
         self.hub.send_to_all([s.sink for s in self.welcomed], frames.ping(int(time.time())))
+        if cfg.pong_timeout is not None:
+            # An extended-protocol client must say something (a pong at least) within
+            # pong_timeout of each ping.
+            silent_since = self.loop.time() - cfg.ping_interval - cfg.pong_timeout
+            for session in list(self.welcomed):
+                if session.ext and session.last_seen < silent_since:
+                    logger.info("%s: no pong in %ss; disconnecting", session, cfg.pong_timeout)
+                    session.close(DisconnectReason.NO_PONG, True)
+
+    # -- resumable sessions ------------------------------------------------------------
+
+    def save_session(self, session: Session, *, final: bool = False) -> None:
+        """Save ``session``'s entry soon (changes of one loop iteration are batched);
+        ``final``: the socket is closing, take the entry now, before it leaves its
+        streams."""
+        if self.store is None:
+            return
+        if not self._dirty:
+            self.loop.call_soon(self._flush_sessions)
+        self._dirty[session] = session.entry() if final else None
+
+    def _flush_sessions(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        items = []
+        for session, taken in dirty.items():
+            entry = taken if taken is not None else session.entry()
+            if session.sid is not None and entry is not None:
+                items.append((session.sid, entry))
+        if items and self.store is not None:
+            self.spawn(self._save(items))
+
+    async def _save(self, items: list[tuple[str, bytes]]) -> None:
+        assert self.store is not None
+        try:
+            await self.store.save_sessions(items)
+        except Exception as exc:
+            logger.warning("could not save %d resumable sessions: %s", len(items), exc)
+
+    def _touch_sessions(self) -> None:
+        # Keep the entries of connected sessions alive (they expire sessions_ttl after
+        # the last save).
+        if self.stopping:
+            return
+        self._touch_handle = self.loop.call_later(
+            self.config.sessions_ttl / 2, self._touch_sessions
+        )
+        for session in self.welcomed:
+            if session.sid is not None:
+                self.save_session(session)
 
     def _on_control(self, payload: bytes) -> None:
         try:
@@ -190,6 +251,8 @@ class Runtime:
         if self._control is not None and not self._control.done():
             self._control.cancel()  # the broker never came up: nothing to wait for
         self._trimmer.cancel()
+        if self._touch_handle is not None:
+            self._touch_handle.cancel()
         for session in list(self.sessions):
             session.close(DisconnectReason.SERVER_RESTART, True)
         deadline = time.monotonic() + timeout
@@ -224,8 +287,14 @@ class Runtime:
             for task in still:
                 task.cancel()
         await self.hub.close()
+        if self._dirty:
+            self._flush_sessions()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)
         if not adapter_closed:
             await self.adapter.close()
+        if self.store is not None:
+            await self.store.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def abandon(self) -> None:

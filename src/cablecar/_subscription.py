@@ -17,6 +17,10 @@ Invariants:
 3. The identifier is encoded to JSON once, at subscribe; the hub groups fast-path
    members by ``key`` = (that JSON, the sink's ``prepare``).
 4. Once :meth:`leave` ran, the subscription is in no hub group and has no timer.
+5. While ``holding`` (a backlog is being replayed), new streams join the hub *held*:
+   their broadcasts wait in ``buffered`` (at most ``_MAX_BUFFERED``: past it the
+   client counts as too slow); :meth:`release` sends them after the backlog, skipping
+   offsets the backlog already carried, so the client sees no duplicate and no gap.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["AddStream", "RemoveStream", "StopAll", "StreamOp", "Subscription"]
+
+#: Broadcasts a held subscription may buffer during a replay.
+_MAX_BUFFERED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,10 @@ class Subscription:
     """The server side of one ``subscribe``: owned by a :class:`~cablecar.session.Session`."""
 
     __slots__ = (
+        "buffered",
         "channel",
+        "held",
+        "holding",
         "identifier",
         "identifier_json",
         "key",
@@ -93,12 +103,16 @@ class Subscription:
         self.identifier = identifier
         self.identifier_json = identifier_json
         #: The hub's group for fast-path broadcasts: one frame per (identifier, sink kind).
-        self.key = (identifier_json, type(session.sink).prepare)
+        self.key = (identifier_json, type(session.sink).prepare, session.ext)
         #: Streams listened to, in the order added, with their callbacks (None: fast path).
         self.streams: dict[str, StreamCallback | None] = {}
         self.pending: list[StreamOp] = []
         self.rejected = False
         self.timers: list[asyncio.TimerHandle] = []
+        #: New streams join held (a backlog replay is coming); see :meth:`release`.
+        self.holding = False
+        self.held: set[str] = set()
+        self.buffered: list[tuple[str, int, bytes, bytes]] = []
         self.channel: Channel = cls(self, params)
 
     # -- what channel code asks for (on the loop thread) -------------------------------
@@ -143,7 +157,10 @@ class Subscription:
                 if op.stream in streams:
                     hub.remove(op.stream, self, streams.pop(op.stream))
                 streams[op.stream] = op.callback
-                if hub.add(op.stream, self, op.callback):
+                held = self.holding and op.callback is None
+                if held:
+                    self.held.add(op.stream)
+                if hub.add(op.stream, self, op.callback, held=held):
                     live.append(op.stream)
             elif isinstance(op, RemoveStream):
                 if op.stream in streams:
@@ -158,9 +175,49 @@ class Subscription:
         for stream, callback in self.streams.items():
             hub.remove(stream, self, callback)
         self.streams.clear()
+        self.held.clear()
+        self.buffered.clear()
+
+    # -- replay (history) ------------------------------------------------------------------
+
+    def hold(self, hub: Hub) -> None:
+        """Buffer the broadcasts of every fast-path stream from now on (a backlog is
+        about to be read), and of streams added later, until :meth:`release`."""
+        self.holding = True
+        for stream, callback in self.streams.items():
+            if callback is None and stream not in self.held:
+                hub.hold(stream, self)
+                self.held.add(stream)
+
+    def buffer(self, stream: str, offset: int, payload: bytes, position: bytes) -> None:
+        """A broadcast arrived while held (called by the hub)."""
+        self.buffered.append((stream, offset, payload, position))
+        if len(self.buffered) > _MAX_BUFFERED:
+            self.session.too_slow()
+
+    def release(self, hub: Hub, sent: dict[str, int]) -> None:
+        """Send what was buffered, except offsets at or below ``sent[stream]`` (the
+        backlog carried them), then deliver live again."""
+        self.holding = False
+        buffered, self.buffered = self.buffered, []
+        for stream, offset, payload, position in buffered:
+            if offset and offset <= sent.get(stream, 0):
+                continue
+            self.send_data(payload, position)
+        for stream in self.held:
+            hub.release(stream, self)
+        self.held.clear()
+
+    def send_data(self, payload: bytes, position: bytes) -> None:
+        """A broadcast to this subscriber alone (backlog or buffered)."""
+        if position and self.session.ext:
+            self.session.send(frames.positioned_frame(self.identifier_json, payload, position))
+        else:
+            self.session.send(frames.data_frame(self.identifier_json, payload))
 
     def leave(self, hub: Hub) -> None:
         """End: no streams, no timers, no pending changes."""
+        self.holding = False
         self.cancel_timers()
         self.pending.clear()
         self.leave_streams(hub)

@@ -44,7 +44,10 @@ from .channel import Channel
 from .config import CableConfig
 from .connection import Connection
 from .errors import ConfigurationError
+from .history import HistoryStore, StoreSettings, store_from_url
+from .history.base import pack
 from .http import Request, Response
+from .protocol import EXT_SUBPROTOCOL, SUBPROTOCOLS, choose_subprotocol, frames
 from .pubsub import PubSub, adapter_from_url
 from .registry import ChannelRegistry
 from .session import Session
@@ -97,6 +100,11 @@ class CableSettings(TypedDict, total=False):
     close_timeout: float
     shutdown_timeout: float
     worker_pool_size: int
+    history: bool
+    history_limit: int
+    history_ttl: float
+    sessions_ttl: float
+    pong_timeout: float | None
     filter_parameters: tuple[str, ...]
 
 
@@ -145,6 +153,7 @@ class Cable:
         self._runtime: Runtime | None = None
         self._pubsub: PubSub = adapter_from_url("memory://")
         self._pubsub_url = "memory://"
+        self._store: HistoryStore | None = None
         self.use_pubsub(pubsub, channel_prefix=channel_prefix)
         self._origin_any = False
         self._origins: list[str | re.Pattern[str]] = []
@@ -190,6 +199,11 @@ class Cable:
         else:
             self._pubsub = pubsub
             self._pubsub_url = type(pubsub).__name__
+        if self.config.history:
+            url = pubsub if isinstance(pubsub, str) else _url_of(pubsub)
+            cfg = self.config
+            settings = StoreSettings(cfg.history_limit, cfg.history_ttl, cfg.sessions_ttl)
+            self._store = store_from_url(url, settings, prefix=channel_prefix)
 
     def wrap_pubsub(self, wrap: Callable[[PubSub], PubSub]) -> PubSub:
         """Put ``wrap(adapter)`` in the adapter's place, also while running: for a
@@ -266,6 +280,7 @@ class Cable:
                 self.connection_class,
                 self._pubsub,
                 self.error_hooks,
+                self._store,
             )
             await runtime.start()
             self._runtime = runtime
@@ -327,14 +342,33 @@ class Cable:
 
     # -- broadcasting -------------------------------------------------------------------
 
-    async def broadcast(self, stream: str, message: Any) -> None:
+    async def broadcast(
+        self, stream: str, message: Any, *, exclude_socket: str | None = None
+    ) -> None:
         """Send ``message`` to every subscriber of ``stream``, in every process.
 
         The message is encoded to JSON once; subscribers receive
-        ``{"identifier": <theirs>, "message": <message>}``.
+        ``{"identifier": <theirs>, "message": <message>}``. With ``history=True`` it is
+        stored first and carries its position (``stream_id``, ``epoch``, ``offset``) to
+        extended-protocol clients.
+
+        Args:
+            exclude_socket: the ``sid`` of a connection that must not receive it (the
+                sender: an HTTP handler reads it from the client's ``X-Socket-ID``).
+
+        Raises:
+            AdapterError: the pub/sub service (or the history store) failed.
         """
         payload = _json.dumps(message)
         self._broadcasts_total += 1
+        store = self._store
+        if store is not None:
+            await store.start()
+            offset = await store.append(stream, payload, exclude_socket)
+            position = frames.position(stream, store.epoch, offset)
+            payload = pack(offset, position, exclude_socket, payload)
+        elif exclude_socket is not None:
+            payload = pack(0, b"", exclude_socket, payload)
         await self._pubsub.publish(stream, payload)
 
     async def broadcast_to(self, channel: type[Channel], model: Any, message: Any) -> None:
@@ -428,6 +462,12 @@ class Cable:
             return Refusal(503, "server busy", (("Retry-After", "5"),))
         return None
 
+    def choose_subprotocol(self, offered: Iterable[str]) -> str | None:
+        """The subprotocol to answer an upgrade offering ``offered`` with: the first
+        one this cable speaks (``actioncable-v1-ext-json`` too with ``history=True``)."""
+        supported = (*SUBPROTOCOLS, EXT_SUBPROTOCOL) if self._store is not None else SUBPROTOCOLS
+        return choose_subprotocol(offered, supported)
+
     def open_session(self, sink: Sink, request: Request, subprotocol: str | None) -> Session:
         """The session of an admitted socket; the transport calls its ``start()``.
 
@@ -475,3 +515,17 @@ def _make_config(config: CableConfig | None, settings: dict[str, Any]) -> CableC
             f"{', '.join(sorted(unknown))}; the settings are: {', '.join(sorted(names))}"
         )
     return dataclasses.replace(base, **settings) if settings else base
+
+
+def _url_of(adapter: PubSub) -> str:
+    """The backend URL of an adapter instance (for its history store)."""
+    from .pubsub.memory import MemoryPubSub
+
+    if isinstance(adapter, MemoryPubSub):
+        return "memory://"
+    url = getattr(adapter, "url", None)
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            "history=True needs the pub/sub adapter as a URL (or an adapter with a .url)"
+        )
+    return url

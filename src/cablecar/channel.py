@@ -239,6 +239,12 @@ class Channel:
     async def subscribed(self) -> None:
         """Called when a client subscribes; stream, transmit or ``reject()`` here."""
 
+    async def restored(self) -> None:
+        """Called instead of :meth:`subscribed` when the client resumed its session
+        (``Cable(history=True)``): the subscription's streams are already back.
+        Re-derive here what ``subscribed`` set on ``self``; what the client missed is
+        replayed from history."""
+
     async def unsubscribed(self) -> None:
         """Called when the subscription ends (unsubscribe command or disconnect)."""
 

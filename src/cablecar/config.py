@@ -63,6 +63,20 @@ class CableConfig:
     shutdown_timeout: float = 10.0
     #: Threads that run plain ``def`` channel and connection methods.
     worker_pool_size: int = 8
+    #: Reliable delivery (AnyCable's extended protocol ``actioncable-v1-ext-json``):
+    #: stream history with positions on every broadcast, and sessions a reconnecting
+    #: client resumes. Plain Action Cable clients are served as before.
+    history: bool = False
+    #: Broadcasts kept per stream for recovery (with ``history``).
+    history_limit: int = 100
+    #: Seconds a broadcast is kept for recovery (with ``history``).
+    history_ttl: float = 300.0
+    #: Seconds a disconnected session can be resumed (with ``history``).
+    sessions_ttl: float = 300.0
+    #: Seconds an extended-protocol client may stay silent after a ping before it is
+    #: disconnected with reason ``no_pong`` (``None``: never). Clients answer pings
+    #: with ``{"command":"pong"}`` (``@anycable/core``: ``protocolOptions.pongs``).
+    pong_timeout: float | None = None
     #: Parameter names whose values are masked in logs (substring match, case-insensitive).
     filter_parameters: tuple[str, ...] = field(
         default=("password", "passwd", "secret", "token", "api_key", "authorization", "session")

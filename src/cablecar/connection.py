@@ -63,6 +63,12 @@ class Connection:
     async def connect(self) -> None:
         """Called once when the socket opens; call :meth:`reject_unauthorized` to refuse."""
 
+    async def restored(self) -> None:
+        """Called instead of :meth:`connect` when a client resumes its session
+        (``Cable(history=True)``): the ``identified_by`` attributes are already set,
+        from their JSON values. Call :meth:`reject_unauthorized` to refuse; re-derive
+        here what ``connect`` computed besides the identifiers."""
+
     async def disconnect(self) -> None:
         """Called once when the socket has closed, after every channel's ``unsubscribed``."""
 

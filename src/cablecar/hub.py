@@ -8,8 +8,16 @@ Invariants:
    the adapter in the wrong state.
 2. ``deliver`` never awaits and never changes membership: sinks only schedule their
    own removal (closing is deferred to the loop), so iterating the groups is safe.
-3. Fast-path members are grouped by ``(identifier JSON, sink kind)``: one data frame
-   and one transport frame per group, the same object written to every member.
+3. Fast-path members are grouped by ``Subscription.key`` = (identifier JSON, sink kind,
+   extended protocol or not): one data frame and one transport frame per group, the
+   same object written to every member. A broadcast's position fields (``history``)
+   go only to extended-protocol groups; plain Action Cable clients see what they
+   always did.
+4. A subscription whose backlog is being replayed is *held*: its deliveries go to the
+   subscription's buffer instead of its socket, and the subscription sends them after
+   the backlog, skipping offsets the backlog already carried.
+5. A broadcast that excludes a socket (``exclude_socket``) skips the one sink
+   registered under that sid (or any sid it was restored from).
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _json
-from .protocol.frames import data_frame
+from .history.base import ENVELOPE, unpack
+from .protocol.frames import data_frame, positioned_frame
 from .pubsub.base import PubSub
 
 if TYPE_CHECKING:
@@ -32,7 +41,7 @@ __all__ = ["Hub"]
 
 logger = logging.getLogger("cablecar.hub")
 
-_GroupKey = tuple[bytes, Callable[[bytes], Any]]
+_GroupKey = tuple[bytes, Callable[[bytes], Any], bool]
 
 
 class _StreamLock:
@@ -57,6 +66,9 @@ class Hub:
         self._locks: dict[str, _StreamLock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._system: dict[str, Callable[[bytes], None]] = {}
+        self._held: dict[str, dict[Subscription, None]] = {}
+        #: Sinks by session id, for ``exclude_socket``.
+        self.sids: dict[str, Sink] = {}
         #: Adapter subscribes awaiting the broker's answer right now.
         self.subscribes_in_flight = 0
         #: Broadcast deliveries written (fast path) since start.
@@ -70,15 +82,36 @@ class Hub:
         Hot path: no JSON work, no awaits, one frame per group, nothing allocated
         per recipient.
         """
+        offset = 0
+        position = b""
+        skip: Sink | None = None
+        if payload and payload[0] == ENVELOPE:
+            offset, position, exclude, payload = unpack(payload)
+            if exclude is not None:
+                skip = self.sids.get(exclude)
         groups = self._groups.get(stream)
         if groups is not None:
             n = 0
-            for (identifier_json, prepare), sinks in groups.items():
-                wire = prepare(data_frame(identifier_json, payload))
-                for sink in sinks:
-                    sink.send_prepared(wire)
-                n += len(sinks)
+            for (identifier_json, prepare, ext), sinks in groups.items():
+                if ext and position:
+                    wire = prepare(positioned_frame(identifier_json, payload, position))
+                else:
+                    wire = prepare(data_frame(identifier_json, payload))
+                if skip is None:
+                    for sink in sinks:
+                        sink.send_prepared(wire)
+                    n += len(sinks)
+                else:
+                    for sink in sinks:
+                        if sink is not skip:
+                            sink.send_prepared(wire)
+                            n += 1
             self.deliveries += n
+        held = self._held.get(stream)
+        if held:
+            for sub in list(held):
+                if sub.sink is not skip:
+                    sub.buffer(stream, offset, payload, position)
         slow = self._slow.get(stream)
         if slow:
             try:
@@ -97,19 +130,56 @@ class Hub:
 
     # -- membership ------------------------------------------------------------------------
 
-    def add(self, stream: str, sub: Subscription, callback: StreamCallback | None) -> bool:
-        """Add a subscriber; True when the stream still has to become live (await
+    def add(
+        self,
+        stream: str,
+        sub: Subscription,
+        callback: StreamCallback | None,
+        *,
+        held: bool = False,
+    ) -> bool:
+        """Add a subscriber (``held``: its broadcasts go to its buffer until
+        :meth:`release`); True when the stream still has to become live (await
         :meth:`ensure_live`)."""
-        if callback is None:
-            self._groups.setdefault(stream, {}).setdefault(sub.key, {})[sub.sink] = None
-        else:
+        if callback is not None:
             self._slow.setdefault(stream, {})[sub] = callback
+        elif held:
+            self._held.setdefault(stream, {})[sub] = None
+        else:
+            self._groups.setdefault(stream, {}).setdefault(sub.key, {})[sub.sink] = None
         self._counts[stream] = self._counts.get(stream, 0) + 1
         return stream not in self._live
+
+    def hold(self, stream: str, sub: Subscription) -> None:
+        """Send ``stream``'s broadcasts for ``sub`` to its buffer (a backlog is coming)."""
+        groups = self._groups.get(stream)
+        if groups is None:
+            return
+        sinks = groups.get(sub.key)
+        if sinks is not None and sinks.pop(sub.sink, 0) is None:
+            if not sinks:
+                del groups[sub.key]
+                if not groups:
+                    del self._groups[stream]
+            self._held.setdefault(stream, {})[sub] = None
+
+    def release(self, stream: str, sub: Subscription) -> None:
+        """Deliver ``stream`` to ``sub``'s socket again (undoes :meth:`hold`)."""
+        held = self._held.get(stream)
+        if held is not None and held.pop(sub, 0) is None:
+            if not held:
+                del self._held[stream]
+            self._groups.setdefault(stream, {}).setdefault(sub.key, {})[sub.sink] = None
 
     def remove(self, stream: str, sub: Subscription, callback: StreamCallback | None) -> None:
         """Remove a subscriber; the last one out unsubscribes the adapter (in the background)."""
         if callback is None:
+            held = self._held.get(stream)
+            if held is not None and held.pop(sub, 0) is None:
+                if not held:
+                    del self._held[stream]
+                self._uncount(stream)
+                return
             groups = self._groups.get(stream)
             if groups is not None:
                 key = sub.key
@@ -129,6 +199,9 @@ class Hub:
                 return
             if not slow:
                 del self._slow[stream]
+        self._uncount(stream)
+
+    def _uncount(self, stream: str) -> None:
         count = self._counts[stream] - 1
         if count:
             self._counts[stream] = count

@@ -23,6 +23,13 @@ Invariants:
    client. Only a protocol violation or a full server ends a connection.
 7. The subscription's own state and logic live in :mod:`cablecar._subscription`;
    the session owns the order in which user code runs and the connection's life.
+8. Extended protocol (``history=True``): every welcome carries a new ``sid``; the
+   session's entry (identifiers, subscriptions and their streams) is saved after each
+   change and on close, so a client may resume it once, on any node, within
+   ``sessions_ttl``. A resumed session runs ``restored()`` hooks instead of
+   ``connect``/``subscribed``; its subscriptions stay held until the client's history
+   request (or ``_RESUME_HOLD`` seconds) so the backlog and live broadcasts interleave
+   without duplicates.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _json
 from ._concurrency import call_user
 from ._logging import Redacted, short
 from ._subscription import Subscription
@@ -42,8 +51,13 @@ from .connection import Unauthorized
 from .errors import InvalidCommand
 from .http import Request
 from .protocol import (
+    EXT_SUBPROTOCOL,
     DisconnectReason,
+    History,
+    HistoryRequest,
     Perform,
+    Ping,
+    Pong,
     Subscribe,
     Unsubscribe,
     frames,
@@ -74,6 +88,13 @@ _TEARDOWN = object()
 
 #: Queued items (stream callbacks) past which a connection counts as too slow.
 _MAX_QUEUED = 10_000
+
+#: Seconds a resumed session's subscriptions wait for the client's history request
+#: before live broadcasts flow again without it.
+_RESUME_HOLD = 5.0
+
+#: Previous sids remembered per session (``exclude_socket`` across resumes).
+_LINEAGE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +129,12 @@ class Session:
         "_tokens",
         "_warned",
         "connection",
+        "ext",
+        "last_seen",
+        "lineage",
         "request",
         "runtime",
+        "sid",
         "sink",
         "state",
         "subprotocol",
@@ -136,6 +161,13 @@ class Session:
         self._paused = False  # reading from the socket paused (input backpressure)
         self._ticks: set[tuple[Subscription, str]] = set()  # timer ticks in the queue
         self.welcomed = False
+        #: Speaks the extended protocol (a cable with ``history=True``).
+        self.ext = subprotocol == EXT_SUBPROTOCOL and runtime.store is not None
+        #: This connection's session id (extended protocol), and the ones it resumed.
+        self.sid: str | None = None
+        self.lineage: tuple[str, ...] = ()
+        #: Loop time of the client's last message (``pong_timeout``).
+        self.last_seen = self._last
 
     # -- called by the transport --------------------------------------------------------
 
@@ -155,6 +187,7 @@ class Session:
         """One text message from the client."""
         if self.state >= State.CLOSING:
             return
+        self.last_seen = self.runtime.loop_time()
         self._queued_bytes += len(data)
         if self._queued_bytes > self.runtime.config.max_message_size and not self._paused:
             # Actions are slower than the client sends: stop reading until they catch up.
@@ -168,6 +201,8 @@ class Session:
             return
         self.state = State.CLOSED
         self.runtime.closed(self)
+        if self.sid is not None and self.welcomed:
+            self.runtime.save_session(self, final=True)  # resumable for sessions_ttl
         self._detach()
         self._queue.clear()
         self._queued_bytes = 0
@@ -182,6 +217,10 @@ class Session:
     def _detach(self) -> None:
         # Leave the hub at once: no broadcast is written to a closing socket.
         hub = self.runtime.hub
+        if self.sid is not None:
+            for sid in (self.sid, *self.lineage):
+                if hub.sids.get(sid) is self.sink:
+                    del hub.sids[sid]
         for sub in self.subscriptions.values():
             sub.cancel_timers()
             sub.leave_streams(hub)
@@ -345,6 +384,12 @@ class Session:
 
     async def _open(self) -> None:
         runtime = self.runtime
+        if self.ext:
+            previous = self.request.headers.get("x-anycable-restore-sid") or self.request.query.get(
+                "sid"
+            )
+            if previous and len(previous) <= 128 and await self._resume(previous):
+                return
         connection = runtime.connection_class(self, self.request)
         self.connection = connection
         timeout = runtime.config.connect_timeout
@@ -376,12 +421,125 @@ class Session:
             return  # the client left while connect() ran
         self._welcome()
 
-    def _welcome(self) -> None:
+    def _welcome(self, restored_ids: list[str] | None = None) -> None:
         self.state = State.OPEN
         self.welcomed = True
         self.runtime.welcomed_session(self)
-        self.sink.send(frames.WELCOME)
+        if self.ext:
+            self.sid = secrets.token_urlsafe(24)  # 192 random bits
+            sids = self.runtime.hub.sids
+            for sid in (self.sid, *self.lineage):
+                sids[sid] = self.sink
+            self.sink.send(frames.welcome(self.sid, restored_ids))
+            self.runtime.save_session(self)
+        else:
+            self.sink.send(frames.WELCOME)
         logger.debug("%s: welcomed", self)
+
+    def entry(self) -> bytes | None:
+        """What a resume needs (identifiers, subscriptions and their streams), as JSON;
+        ``None`` when the identifiers are not JSON values (such a session cannot be
+        resumed on another node)."""
+        connection = self.connection
+        if connection is None:
+            return None
+        subs = {
+            identifier: list(sub.streams)
+            for identifier, sub in self.subscriptions.items()
+            if all(callback is None for callback in sub.streams.values())
+        }
+        try:
+            return _json.dumps(
+                {
+                    "ids": connection.identifiers,
+                    "subs": subs,
+                    "lineage": [self.sid, *self.lineage][:_LINEAGE] if self.sid else [],
+                }
+            )
+        except TypeError:
+            return None
+
+    async def _resume(self, previous: str) -> bool:
+        """Resume the session saved under ``previous``; False: connect afresh."""
+        runtime = self.runtime
+        store = runtime.store
+        assert store is not None
+        try:
+            data = await store.take_session(previous)
+            entry = _json.loads(data) if data is not None else None
+            ids = entry["ids"] if isinstance(entry, dict) else None
+            subs = entry["subs"] if isinstance(entry, dict) else None
+            lineage = entry.get("lineage", []) if isinstance(entry, dict) else []
+            if not isinstance(ids, dict) or not isinstance(subs, dict):
+                return False
+        except Exception as exc:
+            logger.info("%s: session %s... not resumed: %s", self, previous[:6], exc)
+            return False
+        connection = runtime.connection_class(self, self.request)
+        self.connection = connection
+        for name in type(connection).identified_by:
+            setattr(connection, name, ids.get(name))
+        try:
+            await call_user(runtime.pool, connection.restored)
+        except Unauthorized:
+            logger.info("%s: resume rejected (unauthorized)", self)
+            self.close(DisconnectReason.UNAUTHORIZED, False)
+            return True
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
+            logger.error(
+                "%s: %s#restored raised %s",
+                self,
+                type(connection).__name__,
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            runtime.report_error(exc, {"connection": connection, "callback": "restored"})
+            self.close(DisconnectReason.INVALID_REQUEST, True)
+            return True
+        if self.state != State.CONNECTING:
+            return True
+        self.lineage = tuple(s for s in lineage if isinstance(s, str))[:_LINEAGE]
+        restored: list[str] = []
+        for identifier, streams in list(subs.items())[: runtime.config.max_subscriptions]:
+            if not isinstance(identifier, str) or not isinstance(streams, list):
+                continue
+            sub = self._build(identifier)
+            if sub is None:
+                continue
+            self.subscriptions[identifier] = sub
+            sub.holding = True
+            for stream in streams:
+                if isinstance(stream, str) and stream:
+                    sub.add_stream(stream, None)
+            try:
+                await call_user(runtime.pool, sub.channel.restored)
+                await sub.apply(runtime.hub)
+            except BaseException as exc:
+                if _propagates(exc):
+                    raise
+                await self._rescue(sub, exc, "restored")
+                del self.subscriptions[identifier]
+                sub.leave(runtime.hub)
+                continue
+            restored.append(identifier)
+        if self.state != State.CONNECTING:
+            return True
+        self._welcome(restored)
+        logger.info("%s: session resumed with %d subscriptions", self, len(restored))
+        clock = runtime.timer_clock()
+        for identifier in restored:
+            sub = self.subscriptions[identifier]
+            sub.start_timers(clock)
+        runtime.loop.call_later(_RESUME_HOLD, self._release_unclaimed, restored)
+        return True
+
+    def _release_unclaimed(self, identifiers: list[str]) -> None:
+        for identifier in identifiers:
+            sub = self.subscriptions.get(identifier)
+            if sub is not None and sub.holding and self.state == State.OPEN:
+                sub.release(self.runtime.hub, {})
 
     async def _teardown(self) -> None:
         for sub in list(self.subscriptions.values()):
@@ -414,7 +572,7 @@ class Session:
         if isinstance(command, Perform):
             await self._perform(command)
         elif isinstance(command, Subscribe):
-            await self._subscribe(command.identifier)
+            await self._subscribe(command.identifier, command.history)
         elif isinstance(command, Unsubscribe):
             sub = self.subscriptions.pop(command.identifier, None)
             if sub is None:
@@ -425,11 +583,39 @@ class Session:
                 )
                 return
             await self._unsubscribe(sub)
+            if self.sid is not None:
+                self.runtime.save_session(self)
+        elif isinstance(command, History):
+            await self._history_command(command)
+        elif isinstance(command, Ping):
+            self.send(frames.PONG)
+        elif isinstance(command, Pong):
+            pass  # keepalive: last_seen is updated on every message
 
-    async def _subscribe(self, identifier: str) -> None:
+    def _build(self, identifier: str, identifier_json: bytes | None = None) -> Subscription | None:
+        """A subscription for ``identifier`` (its channel built), or ``None`` with a
+        log line when the identifier or its channel is unknown."""
+        try:
+            name, params = parse_identifier(identifier)
+        except InvalidCommand as exc:
+            self.warn_once(exc.kind, "subscription refused: %s", exc)
+            return None
+        cls = self.runtime.registry.get(name)
+        if cls is None:
+            self.warn_once(
+                "unknown_channel", "subscription refused: unknown channel %s", short(name)
+            )
+            return None
+        if identifier_json is None:
+            identifier_json = frames.encode_identifier(identifier)
+        return Subscription(self, cls, channel_spec(cls), identifier, identifier_json, params)
+
+    async def _subscribe(self, identifier: str, history: HistoryRequest | None = None) -> None:
         existing = self.subscriptions.get(identifier)
         if existing is not None:
             self.send(frames.confirm(existing.identifier_json))  # idempotent
+            if history is not None and self.ext:
+                await self._replay(existing, history)
             return
         identifier_json = frames.encode_identifier(identifier)
         runtime = self.runtime
@@ -441,20 +627,13 @@ class Session:
             )
             self.send(frames.reject(identifier_json))
             return
-        try:
-            name, params = parse_identifier(identifier)
-        except InvalidCommand as exc:
-            self.warn_once(exc.kind, "subscription refused: %s", exc)
+        sub = self._build(identifier, identifier_json)
+        if sub is None:
             self.send(frames.reject(identifier_json))
             return
-        cls = runtime.registry.get(name)
-        if cls is None:
-            self.warn_once(
-                "unknown_channel", "subscription refused: unknown channel %s", short(name)
-            )
-            self.send(frames.reject(identifier_json))
-            return
-        sub = Subscription(self, cls, channel_spec(cls), identifier, identifier_json, params)
+        cls = type(sub.channel)
+        replay = history is not None and self.ext
+        sub.holding = replay
         self.subscriptions[identifier] = sub
         ok = True
         try:
@@ -477,6 +656,11 @@ class Session:
             logger.debug("%s: %s rejected", self, cls.__name__)
             return
         self.send(frames.confirm(identifier_json))
+        if self.sid is not None:
+            runtime.save_session(self)
+        if replay:
+            assert history is not None
+            await self._replay(sub, history)
         sub.start_timers(runtime.timer_clock())
         for hook in sub.hooks("after_subscribe"):
             await self._call(sub, hook, "after_subscribe")
@@ -501,10 +685,74 @@ class Session:
             )
             return
         method = getattr(sub.channel, action.name)
+        before = len(sub.streams), next(reversed(sub.streams), None)
         if action.takes_data:
             await self._call(sub, method, action.name, command.data)
         else:
             await self._call(sub, method, action.name)
+        if self.sid is not None and before != (len(sub.streams), next(reversed(sub.streams), None)):
+            self.runtime.save_session(self)
+
+    # -- history (extended protocol) --------------------------------------------------------
+
+    async def _history_command(self, command: History) -> None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
+            self.warn_once(
+                "unknown_subscription",
+                "history for unknown subscription %s",
+                short(command.identifier),
+            )
+            self.send(frames.reject_history(frames.encode_identifier(command.identifier)))
+            return
+        if not self.ext:
+            self.send(frames.reject_history(sub.identifier_json))
+            return
+        await self._replay(sub, command.history)
+
+    async def _replay(self, sub: Subscription, request: HistoryRequest) -> None:
+        """Send the backlog ``request`` asks for, then ``confirm_history`` (or
+        ``reject_history``, with no backlog), then what arrived meanwhile."""
+        runtime = self.runtime
+        store = runtime.store
+        hub = runtime.hub
+        sub.hold(hub)
+        sent: dict[str, int] = {}
+        backlog: list[tuple[str, list[Any]]] = []
+        ok = store is not None
+        if store is not None:
+            try:
+                for stream, callback in list(sub.streams.items()):
+                    if callback is not None:
+                        continue
+                    position = request.streams.get(stream)
+                    if position is not None:
+                        entries = await store.after(stream, position[0], position[1])
+                    elif request.since:
+                        entries = await store.since(stream, request.since)
+                    else:
+                        continue
+                    if entries is None:
+                        ok = False
+                        break
+                    backlog.append((stream, entries))
+            except Exception as exc:  # the store is down: the client refetches state
+                logger.warning("%s: history unavailable: %s", self, exc)
+                ok = False
+        if not sub.active or self.state != State.OPEN:
+            return
+        if ok and store is not None:
+            mine = {self.sid, *self.lineage}
+            for stream, entries in backlog:
+                for entry in entries:
+                    sent[stream] = entry.offset
+                    if entry.exclude is not None and entry.exclude in mine:
+                        continue
+                    sub.send_data(entry.payload, frames.position(stream, store.epoch, entry.offset))
+            self.send(frames.confirm_history(sub.identifier_json))
+        else:
+            self.send(frames.reject_history(sub.identifier_json))
+        sub.release(hub, sent)
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         sub.cancel_timers()

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from . import frames
-from .commands import AnyCommand, Perform, Subscribe, Unsubscribe, parse_command, parse_identifier
+from .commands import (
+    AnyCommand,
+    History,
+    HistoryRequest,
+    Perform,
+    Ping,
+    Pong,
+    Subscribe,
+    Unsubscribe,
+    parse_command,
+    parse_identifier,
+)
 from .constants import (
     DEFAULT_MOUNT_PATH,
+    EXT_SUBPROTOCOL,
     PING_INTERVAL,
     SUBPROTOCOLS,
     Command,
@@ -16,13 +28,18 @@ from .negotiation import choose_subprotocol, parse_subprotocols
 
 __all__ = [
     "DEFAULT_MOUNT_PATH",
+    "EXT_SUBPROTOCOL",
     "PING_INTERVAL",
     "SUBPROTOCOLS",
     "AnyCommand",
     "Command",
     "DisconnectReason",
+    "History",
+    "HistoryRequest",
     "MessageType",
     "Perform",
+    "Ping",
+    "Pong",
     "Subscribe",
     "Unsubscribe",
     "choose_subprotocol",

@@ -15,14 +15,97 @@ from .._logging import short as _short
 from ..errors import InvalidCommand
 from .constants import Command
 
-__all__ = ["Perform", "Subscribe", "Unsubscribe", "parse_command", "parse_identifier"]
+__all__ = [
+    "History",
+    "HistoryRequest",
+    "Perform",
+    "Ping",
+    "Pong",
+    "Subscribe",
+    "Unsubscribe",
+    "parse_command",
+    "parse_identifier",
+]
+
+#: Stream positions one history request may name; more are ignored (a subscription
+#: has at most that many streams worth asking about).
+MAX_HISTORY_STREAMS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """``{"since": <unix seconds>, "streams": {"<stream>": {"epoch": "e", "offset": 7}}}``.
+
+    Parsed tolerantly (AnyCable's client sends ``"since": false``; numbers may come as
+    strings): a malformed field is dropped, never an error.
+
+    Attributes:
+        since: a positive Unix time in seconds, or ``None``.
+        streams: the client's known position per stream: ``{stream: (epoch, offset)}``.
+    """
+
+    since: int | None
+    streams: dict[str, tuple[str, int]]
+
+
+def _history(raw: Any) -> HistoryRequest | None:
+    if not isinstance(raw, dict):
+        return None
+    since = _int(raw.get("since"))
+    streams: dict[str, tuple[str, int]] = {}
+    positions = raw.get("streams")
+    if isinstance(positions, dict):
+        for stream, pos in positions.items():
+            if len(streams) >= MAX_HISTORY_STREAMS:
+                break
+            if not isinstance(pos, dict):
+                continue
+            epoch, offset = pos.get("epoch"), _int(pos.get("offset"), zero=True)
+            if isinstance(epoch, int) and not isinstance(epoch, bool):
+                epoch = str(epoch)
+            if isinstance(stream, str) and isinstance(epoch, str) and offset is not None:
+                streams[stream] = (epoch, offset)
+    return HistoryRequest(since if since else None, streams)
+
+
+def _int(value: Any, *, zero: bool = False) -> int | None:
+    """A non-negative integer from an int or a digit string; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, int) and (value > 0 or (zero and value == 0)):
+        return value
+    if isinstance(value, float) and value > 0 and value == value and value < 1e18:
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """``{"command":"subscribe","identifier":...}``."""
+    """``{"command":"subscribe","identifier":...}``, with an optional ``history``
+    request (extended protocol)."""
 
     identifier: str
+    history: HistoryRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """``{"command":"history","identifier":...,"history":{...}}`` (extended protocol)."""
+
+    identifier: str
+    history: HistoryRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``{"command":"ping"}``: the client asks for ``{"type":"pong"}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """``{"command":"pong"}``: the client answers a ping (keepalive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +131,9 @@ class Perform:
     data: dict[str, Any]
 
 
-AnyCommand = Subscribe | Unsubscribe | Perform
+AnyCommand = Subscribe | Unsubscribe | Perform | History | Ping | Pong
+_PING = Ping()
+_PONG = Pong()
 
 
 def parse_command(frame: bytes | str) -> AnyCommand:
@@ -67,12 +152,21 @@ def parse_command(frame: bytes | str) -> AnyCommand:
     identifier = obj.get("identifier")
     if not isinstance(command, str):
         raise InvalidCommand("bad_command", f"missing or non-string command: {_short(command)}")
+    if command == Command.PONG:
+        return _PONG
+    if command == Command.PING:
+        return _PING
     if not isinstance(identifier, str) or not identifier:
         raise InvalidCommand(
             "bad_identifier", f"missing or non-string identifier: {_short(identifier)}"
         )
     if command == Command.SUBSCRIBE:
-        return Subscribe(identifier)
+        return Subscribe(identifier, _history(obj.get("history")))
+    if command == Command.HISTORY:
+        history = _history(obj.get("history"))
+        if history is None:
+            raise InvalidCommand("bad_history", "history command without a history object")
+        return History(identifier, history)
     if command == Command.UNSUBSCRIBE:
         return Unsubscribe(identifier)
     if command == Command.MESSAGE:

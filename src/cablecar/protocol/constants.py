@@ -6,6 +6,7 @@ from enum import StrEnum
 
 __all__ = [
     "DEFAULT_MOUNT_PATH",
+    "EXT_SUBPROTOCOL",
     "PING_INTERVAL",
     "SUBPROTOCOLS",
     "Command",
@@ -22,6 +23,10 @@ PING_INTERVAL = 3.0
 #: Subprotocols this server speaks, in order of preference.
 SUBPROTOCOLS = ("actioncable-v1-json",)
 
+#: AnyCable's extended protocol (session recovery, stream history), spoken by cables
+#: with ``history=True`` beside the plain one.
+EXT_SUBPROTOCOL = "actioncable-v1-ext-json"
+
 
 class MessageType(StrEnum):
     """The ``type`` of a server frame."""
@@ -31,6 +36,9 @@ class MessageType(StrEnum):
     PING = "ping"
     CONFIRMATION = "confirm_subscription"
     REJECTION = "reject_subscription"
+    CONFIRM_HISTORY = "confirm_history"
+    REJECT_HISTORY = "reject_history"
+    PONG = "pong"
 
 
 class DisconnectReason(StrEnum):
@@ -43,6 +51,7 @@ class DisconnectReason(StrEnum):
     TOO_SLOW = "too_slow"
     TOO_MANY_COMMANDS = "too_many_commands"
     MESSAGE_TOO_BIG = "message_too_big"
+    NO_PONG = "no_pong"
 
 
 class Command(StrEnum):
@@ -51,3 +60,6 @@ class Command(StrEnum):
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
     MESSAGE = "message"
+    HISTORY = "history"
+    PING = "ping"
+    PONG = "pong"

@@ -10,16 +10,58 @@ from .. import _json
 from .constants import DisconnectReason, MessageType
 
 __all__ = [
+    "PONG",
     "WELCOME",
     "confirm",
+    "confirm_history",
     "data_frame",
     "disconnect",
     "encode_identifier",
     "ping",
+    "position",
+    "positioned_frame",
     "reject",
+    "reject_history",
+    "welcome",
 ]
 
 WELCOME = b'{"type":"welcome"}'
+PONG = b'{"type":"pong"}'
+
+
+def welcome(sid: str, restored_ids: list[str] | None = None) -> bytes:
+    """The extended protocol's welcome: ``sid`` always, ``restored_ids`` always a list
+    (``[]`` when empty, so the official client never guesses), ``restored`` when true."""
+    if restored_ids is None:
+        return _json.dumps({"type": "welcome", "sid": sid, "restored_ids": []})
+    return _json.dumps(
+        {"type": "welcome", "sid": sid, "restored": True, "restored_ids": restored_ids}
+    )
+
+
+def confirm_history(identifier_json: bytes) -> bytes:
+    """``confirm_history``: the backlog of a history request is complete."""
+    return b'{"identifier":%s,"type":"confirm_history"}' % identifier_json
+
+
+def reject_history(identifier_json: bytes) -> bytes:
+    """``reject_history``: the gap cannot be filled (expired, another epoch)."""
+    return b'{"identifier":%s,"type":"reject_history"}' % identifier_json
+
+
+def position(stream: str, epoch: str, offset: int) -> bytes:
+    """The position fields of a stored broadcast, ready to splice before a data
+    frame's closing brace: ``,"stream_id":...,"epoch":...,"offset":7``."""
+    return b',"stream_id":%s,"epoch":%s,"offset":%d' % (
+        _json.dumps(stream),
+        _json.dumps(epoch),
+        offset,
+    )
+
+
+def positioned_frame(identifier_json: bytes, payload: bytes, position: bytes) -> bytes:
+    """A data frame with position fields (extended protocol)."""
+    return b'{"identifier":' + identifier_json + b',"message":' + payload + position + b"}"
 
 
 def ping(now: int) -> bytes:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .. import _json
 from ..cable import CableState
 from ..http import Request
-from ..protocol import DisconnectReason, choose_subprotocol
+from ..protocol import DisconnectReason
 
 if TYPE_CHECKING:
     from ..cable import Cable
@@ -246,7 +246,7 @@ class ASGIApp:
             headers = [(k.lower().encode(), v.encode()) for k, v in refusal.headers]
             await _refuse(scope, send, refusal.status, refusal.reason, headers)
             return
-        subprotocol = choose_subprotocol(scope.get("subprotocols") or ())
+        subprotocol = cable.choose_subprotocol(scope.get("subprotocols") or ())
         accept: Message = {"type": "websocket.accept"}
         if subprotocol is not None:
             accept["subprotocol"] = subprotocol

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from ... import _json
 from ..._runtime import WORKER_THREAD_PREFIX
 from ...http import Request, Response
-from ...protocol import DisconnectReason, choose_subprotocol, parse_subprotocols
+from ...protocol import DisconnectReason, parse_subprotocols
 from ...transport import SessionPort
 from .framing import (
     CloseCode,
@@ -304,7 +304,7 @@ class _Socket(asyncio.Protocol):
             self._http_error(refusal.status, refusal.reason, refusal.headers)
             return
         self._cancel_timer()
-        subprotocol = choose_subprotocol(
+        subprotocol = cable.choose_subprotocol(
             parse_subprotocols(request.headers.get("sec-websocket-protocol"))
         )
         assert self.transport is not None

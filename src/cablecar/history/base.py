@@ -1,0 +1,88 @@
+"""The history store contract, and the envelope a positioned broadcast travels in.
+
+Invariants:
+
+1. Offsets of a stream start at 1 and grow by 1 per stored broadcast; the epoch names
+   one continuous series of offsets (a new epoch: the old offsets mean nothing).
+2. ``after(stream, epoch, offset)`` answers ``None`` (cannot recover) only when some
+   message after ``offset`` is gone or the epoch differs; a client at the newest
+   offset, or at ``oldest - 1``, recovers completely (AnyCable rejects both).
+3. A session entry is taken once: ``take_session`` returns it and retires the sid, so a
+   sid restores at most one connection, and a retired sid is never saved again.
+4. A store never holds more than ``history_limit`` messages per stream, nor keeps them
+   past ``history_ttl``; a history request reads at most that many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["ENVELOPE", "Entry", "HistoryStore", "StoreSettings", "pack", "unpack"]
+
+#: First byte of a pub/sub payload that carries a position or an exclusion: JSON never
+#: starts with it (a control character), so plain payloads pass unchanged.
+ENVELOPE = 0x1E
+_SEP = b"\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Limits of a store (from the cable's config)."""
+
+    history_limit: int = 100
+    history_ttl: float = 300.0
+    sessions_ttl: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored broadcast."""
+
+    offset: int
+    payload: bytes
+    exclude: str | None = None
+
+
+class HistoryStore(Protocol):
+    """Where stream history and resumable sessions live."""
+
+    #: The current epoch (valid after :meth:`start`).
+    epoch: str
+
+    async def start(self) -> None:
+        """Connect and learn the epoch. Idempotent."""
+
+    async def append(self, stream: str, payload: bytes, exclude: str | None) -> int:
+        """Store a broadcast; return its offset."""
+
+    async def after(self, stream: str, epoch: str, offset: int) -> list[Entry] | None:
+        """Entries with offset > ``offset``, oldest first; ``None`` if any is gone."""
+
+    async def since(self, stream: str, timestamp: int) -> list[Entry]:
+        """Entries stored at or after ``timestamp`` (Unix seconds), oldest first."""
+
+    async def save_sessions(self, sessions: list[tuple[str, bytes]]) -> None:
+        """Store (or refresh) session entries for ``sessions_ttl``; retired sids are skipped."""
+
+    async def take_session(self, sid: str) -> bytes | None:
+        """The entry of ``sid`` (then retired), or ``None``."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def pack(offset: int, position: bytes, exclude: str | None, payload: bytes) -> bytes:
+    """The pub/sub payload of a positioned broadcast (or one that excludes a socket)."""
+    return b"\x1e%d\x1e%s\x1e%s\x1e%s" % (
+        offset,
+        position,
+        (exclude or "").encode(),
+        payload,
+    )
+
+
+def unpack(data: bytes) -> tuple[int, bytes, str | None, bytes]:
+    """``(offset, position, exclude, payload)`` of an envelope made by :func:`pack`."""
+    _, offset, position, exclude, payload = data.split(_SEP, 4)
+    return int(offset), position, exclude.decode() or None, payload

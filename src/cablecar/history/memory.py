@@ -1,0 +1,98 @@
+"""History and sessions in the process: for ``memory://`` (one server)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+
+from .base import Entry, StoreSettings
+
+__all__ = ["MemoryStore"]
+
+
+class _Stream:
+    __slots__ = ("entries", "top")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, Entry]] = deque()
+        self.top = 0
+
+
+class MemoryStore:
+    """Per-stream ring buffers and a session table; a new epoch per process."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.epoch = secrets.token_urlsafe(6)
+        self._streams: dict[str, _Stream] = {}
+        self._sessions: dict[str, tuple[float, bytes]] = {}
+        self._retired: dict[str, float] = {}
+        self._last_sweep = 0.0
+
+    async def start(self) -> None:
+        pass
+
+    def _prune(self, st: _Stream, now: float) -> None:
+        limit = now - self.settings.history_ttl
+        entries = st.entries
+        while entries and (entries[0][0] < limit or len(entries) > self.settings.history_limit):
+            entries.popleft()
+
+    async def append(self, stream: str, payload: bytes, exclude: str | None) -> int:
+        st = self._streams.get(stream)
+        if st is None:
+            st = self._streams[stream] = _Stream()
+        st.top += 1
+        now = time.time()
+        st.entries.append((now, Entry(st.top, payload, exclude)))
+        self._prune(st, now)
+        return st.top
+
+    async def after(self, stream: str, epoch: str, offset: int) -> list[Entry] | None:
+        if epoch != self.epoch:
+            return None
+        st = self._streams.get(stream)
+        if st is None:
+            return [] if offset == 0 else None
+        if offset >= st.top:
+            return [] if offset == st.top else None  # up to date, or an unknown future
+        self._prune(st, time.time())
+        entries = [e for _t, e in st.entries if e.offset > offset]
+        if not entries or entries[0].offset != offset + 1:
+            return None  # some message after offset is gone
+        return entries
+
+    async def since(self, stream: str, timestamp: int) -> list[Entry]:
+        st = self._streams.get(stream)
+        if st is None:
+            return []
+        self._prune(st, time.time())
+        return [e for t, e in st.entries if t >= timestamp]
+
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep < 1.0:
+            return
+        self._last_sweep = now
+        self._sessions = {k: v for k, v in self._sessions.items() if v[0] > now}
+        self._retired = {k: v for k, v in self._retired.items() if v > now}
+
+    async def save_sessions(self, sessions: list[tuple[str, bytes]]) -> None:
+        now = time.time()
+        self._sweep(now)
+        until = now + self.settings.sessions_ttl
+        for sid, data in sessions:
+            if sid not in self._retired:
+                self._sessions[sid] = (until, data)
+
+    async def take_session(self, sid: str) -> bytes | None:
+        now = time.time()
+        self._sweep(now)
+        found = self._sessions.pop(sid, None)
+        if found is None or found[0] <= now:
+            return None
+        self._retired[sid] = now + self.settings.sessions_ttl
+        return found[1]
+
+    async def close(self) -> None:
+        pass
