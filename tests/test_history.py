@@ -358,3 +358,31 @@ async def test_a_session_resumes_on_another_node_over_redis(
     got = [await again.recv_data() for _ in range(4)]
     assert [g["message"]["n"] for g in got if "message" in g] == [2, 3, 4]
     assert {"identifier": ROOM, "type": "confirm_history"} in got
+
+
+@pytest.mark.services
+def test_cli_broadcast_with_history_is_recovered(redis_server: Any) -> None:
+    """`cablecar broadcast --history` from another process stores the message: a
+    client that asks for history since its position gets it with its offset."""
+    import subprocess
+    import sys
+
+    prefix = "cli-history"
+    for n in (1, 2):
+        result = subprocess.run(
+            [sys.executable, "-m", "cablecar", "broadcast", "--pubsub", redis_server.url,
+             "--channel-prefix", prefix, "--history", "-q", "room_9", f'{{"n":{n}}}'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+
+    async def read() -> list[int]:
+        from cablecar.history.redis import RedisStore
+
+        store = RedisStore(redis_server.url, StoreSettings(), prefix=prefix)
+        await store.start()
+        entries = await store.after("room_9", store.epoch, 0) or []
+        await store.close()
+        return [orjson.loads(e.payload)["n"] for e in entries]
+
+    assert asyncio.run(read())[-2:] == [1, 2]

@@ -54,6 +54,27 @@ def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="give up after this long"
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="the servers run with history=True: store the message for clients that are away",
+    )
+    parser.add_argument(
+        "--history-limit", type=int, default=100, metavar="N", help="the servers' history_limit"
+    )
+    parser.add_argument(
+        "--history-ttl",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="the servers' history_ttl",
+    )
+    parser.add_argument(
+        "--exclude-socket",
+        default=None,
+        metavar="SID",
+        help="a connection that must not receive it",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     parser.set_defaults(func=run)
 
@@ -67,12 +88,17 @@ def run(args: argparse.Namespace) -> int:
         return _fail(2, f"the message is not valid JSON: {exc}")
     try:
         broadcaster = Broadcaster(
-            args.pubsub, channel_prefix=args.channel_prefix, timeout=args.timeout
+            args.pubsub,
+            channel_prefix=args.channel_prefix,
+            timeout=args.timeout,
+            history=args.history,
+            history_limit=args.history_limit,
+            history_ttl=args.history_ttl,
         )
     except ConfigurationError as exc:
         return _fail(2, str(exc))
     try:
-        asyncio.run(_publish(broadcaster, args.stream, message, args.timeout))
+        asyncio.run(_publish(broadcaster, args.stream, message, args.timeout, args.exclude_socket))
     except AdapterError as exc:
         return _fail(1, str(exc))
     except TimeoutError:
@@ -83,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _publish(broadcaster: Broadcaster, stream: str, message: Any, timeout: float) -> None:
+async def _publish(
+    broadcaster: Broadcaster, stream: str, message: Any, timeout: float, exclude: str | None
+) -> None:
     async with broadcaster:
         async with asyncio.timeout(timeout):
-            await broadcaster.broadcast(stream, message)
+            await broadcaster.broadcast(stream, message, exclude_socket=exclude)
 
 
 def _fail(code: int, message: str) -> int:

@@ -40,6 +40,8 @@ from . import _json
 from ._naming import broadcasting_for
 from ._remote import RemoteConnections
 from .errors import ConfigurationError
+from .history import HistoryStore, StoreSettings, store_from_url
+from .history.base import stamp
 from .pubsub import PubSub, adapter_from_url
 
 __all__ = ["Broadcaster"]
@@ -55,6 +57,9 @@ class Broadcaster:
             ``nats://...``. ``memory://`` is refused: it cannot reach another process.
         channel_prefix: the servers' ``channel_prefix``, if they set one.
         timeout: seconds ``broadcast_sync`` (and ``close_sync``) wait at most.
+        history: the servers run with ``history=True``: store each broadcast in the
+            backend's history too, so that clients that were away recover it (give the
+            servers' ``history_limit`` and ``history_ttl`` if they changed them).
 
     Raises:
         ConfigurationError: ``memory://``, an unknown scheme, or the adapter's extra is
@@ -62,7 +67,14 @@ class Broadcaster:
     """
 
     def __init__(
-        self, url: str, *, channel_prefix: str | None = None, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        channel_prefix: str | None = None,
+        timeout: float = 10.0,
+        history: bool = False,
+        history_limit: int = 100,
+        history_ttl: float = 300.0,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
         if scheme == "memory":
@@ -75,6 +87,9 @@ class Broadcaster:
         self.channel_prefix = channel_prefix
         self.timeout = timeout
         self._adapter: PubSub = adapter_from_url(url, channel_prefix=channel_prefix)
+        self._history = StoreSettings(history_limit, history_ttl) if history else None
+        self._store = self._new_store()
+        self._sync_store: HistoryStore | None = None
         self._adapter_loop: asyncio.AbstractEventLoop | None = None
         self._sync_adapter: PubSub | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
@@ -87,14 +102,20 @@ class Broadcaster:
 
     # -- async -------------------------------------------------------------------------
 
-    async def broadcast(self, stream: str, message: Any) -> None:
+    async def broadcast(
+        self, stream: str, message: Any, *, exclude_socket: str | None = None
+    ) -> None:
         """Send ``message`` (any JSON value) to every subscriber of ``stream``.
+
+        Args:
+            exclude_socket: the ``sid`` of a connection that must not receive it.
 
         Raises:
             AdapterError: the service did not take the message.
             TypeError: ``message`` cannot be encoded to JSON.
         """
-        await self._publish(stream, _json.dumps(message))
+        payload = await stamp(self._store, stream, _json.dumps(message), exclude_socket)
+        await self._publish(stream, payload)
 
     async def broadcast_to(self, channel: type, model: Any, message: Any) -> None:
         """Broadcast to ``channel.broadcasting_for(model)`` (``"chat:<key>"``), the
@@ -106,6 +127,8 @@ class Broadcaster:
         """Close the connections (both the async and the sync side). Idempotent."""
         self._closed = True
         await self._adapter.close()
+        if self._store is not None:
+            await self._store.close()
         loop, thread = self._stop_thread()
         if loop is not None and self._sync_adapter is not None:
             await asyncio.wrap_future(
@@ -139,7 +162,9 @@ class Broadcaster:
 
     # -- sync --------------------------------------------------------------------------
 
-    def broadcast_sync(self, stream: str, message: Any) -> None:
+    def broadcast_sync(
+        self, stream: str, message: Any, *, exclude_socket: str | None = None
+    ) -> None:
         """:meth:`broadcast` for synchronous code; thread-safe.
 
         Raises:
@@ -148,7 +173,7 @@ class Broadcaster:
             TypeError: ``message`` cannot be encoded to JSON.
         """
         payload = _json.dumps(message)
-        self._run_sync(self._publish_sync(stream, payload))
+        self._run_sync(self._stamp_and_publish_sync(stream, payload, exclude_socket))
 
     def broadcast_to_sync(self, channel: type, model: Any, message: Any) -> None:
         """:meth:`broadcast_to` for synchronous code; thread-safe."""
@@ -169,6 +194,9 @@ class Broadcaster:
         loop, thread = self._stop_thread()
         if loop is not None and self._sync_adapter is not None:
             asyncio.run_coroutine_threadsafe(self._sync_adapter.close(), loop).result(self.timeout)
+        if loop is not None and self._sync_store is not None:
+            asyncio.run_coroutine_threadsafe(self._sync_store.close(), loop).result(self.timeout)
+            self._sync_store = None
         self._join(loop, thread)
 
     def __enter__(self) -> Broadcaster:
@@ -181,6 +209,19 @@ class Broadcaster:
         tb: TracebackType | None,
     ) -> None:
         self.close_sync()
+
+    def _new_store(self) -> HistoryStore | None:
+        if self._history is None:
+            return None
+        return store_from_url(self.url, self._history, prefix=self.channel_prefix)
+
+    async def _stamp_and_publish_sync(
+        self, stream: str, payload: bytes, exclude: str | None
+    ) -> None:
+        # Runs on the private loop, which owns the sync adapter and store.
+        if self._history is not None and self._sync_store is None:
+            self._sync_store = self._new_store()
+        await self._publish_sync(stream, await stamp(self._sync_store, stream, payload, exclude))
 
     async def _publish_sync(self, stream: str, payload: bytes) -> None:
         # Runs on the private loop, which owns the sync adapter.
@@ -242,7 +283,7 @@ class Broadcaster:
 
 
 def _stream_for(channel: type, model: Any) -> str:
-    # The lead's Channel has broadcasting_for(); any class naming itself *Channel works too.
+    # A cablecar Channel has broadcasting_for(); any class naming itself *Channel works too.
     naming = getattr(channel, "broadcasting_for", None)
     if callable(naming):
         return str(naming(model))

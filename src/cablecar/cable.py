@@ -45,9 +45,9 @@ from .config import CableConfig
 from .connection import Connection
 from .errors import ConfigurationError
 from .history import HistoryStore, StoreSettings, store_from_url
-from .history.base import pack
+from .history.base import stamp
 from .http import Request, Response
-from .protocol import EXT_SUBPROTOCOL, SUBPROTOCOLS, choose_subprotocol, frames
+from .protocol import EXT_SUBPROTOCOL, SUBPROTOCOLS, choose_subprotocol
 from .pubsub import PubSub, adapter_from_url
 from .registry import ChannelRegistry
 from .session import Session
@@ -361,15 +361,9 @@ class Cable:
         """
         payload = _json.dumps(message)
         self._broadcasts_total += 1
-        store = self._store
-        if store is not None:
-            await store.start()
-            offset = await store.append(stream, payload, exclude_socket)
-            position = frames.position(stream, store.epoch, offset)
-            payload = pack(offset, position, exclude_socket, payload)
-        elif exclude_socket is not None:
-            payload = pack(0, b"", exclude_socket, payload)
-        await self._pubsub.publish(stream, payload)
+        await self._pubsub.publish(
+            stream, await stamp(self._store, stream, payload, exclude_socket)
+        )
 
     async def broadcast_to(self, channel: type[Channel], model: Any, message: Any) -> None:
         """``broadcast(channel.broadcasting_for(model), message)``."""

@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["ENVELOPE", "Entry", "HistoryStore", "StoreSettings", "pack", "unpack"]
+from ..protocol.frames import position
+
+__all__ = ["ENVELOPE", "Entry", "HistoryStore", "StoreSettings", "pack", "stamp", "unpack"]
 
 #: First byte of a pub/sub payload that carries a position or an exclusion: JSON never
 #: starts with it (a control character), so plain payloads pass unchanged.
@@ -86,3 +88,18 @@ def unpack(data: bytes) -> tuple[int, bytes, str | None, bytes]:
     """``(offset, position, exclude, payload)`` of an envelope made by :func:`pack`."""
     _, offset, position, exclude, payload = data.split(_SEP, 4)
     return int(offset), position, exclude.decode() or None, payload
+
+
+async def stamp(
+    store: HistoryStore | None, stream: str, payload: bytes, exclude: str | None
+) -> bytes:
+    """What to publish for a broadcast: stored and positioned when there is a store,
+    wrapped when it excludes a socket, else ``payload`` itself. The one publishing path
+    of ``Cable.broadcast`` and ``Broadcaster``."""
+    if store is not None:
+        await store.start()
+        offset = await store.append(stream, payload, exclude)
+        return pack(offset, position(stream, store.epoch, offset), exclude, payload)
+    if exclude is not None:
+        return pack(0, b"", exclude, payload)
+    return payload
