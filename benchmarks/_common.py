@@ -56,7 +56,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 ANCHOR_KINDS = ("rails-async", "rails-redis", "django-memory", "django-redis", "floor", "node")
-CABLECAR_KINDS = ("cablecar", "cablecar-redis", "cablecar-workers2-redis")
+CABLECAR_KINDS = (
+    "cablecar",
+    "cablecar-redis",
+    "cablecar-workers2-redis",
+    "cablecar-history",
+    "cablecar-redis-history",
+)
 ALL_KINDS = CABLECAR_KINDS + ANCHOR_KINDS
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -107,10 +113,13 @@ def anchors_home() -> Path:
     return home
 
 
-def node_env() -> dict[str, str]:
-    """Environment for the Node load clients: ``ws`` comes from the anchors' node_modules."""
+def node_env(*, history: bool = False) -> dict[str, str]:
+    """Environment for the Node load clients: ``ws`` comes from the anchors' node_modules;
+    ``history``: the clients speak the extended protocol (positions on every message)."""
     env = dict(os.environ)
     env["NODE_PATH"] = str(anchors_home() / "bench" / "node_modules")
+    if history:
+        env["CABLECAR_BENCH_PROTOCOLS"] = "actioncable-v1-ext-json"
     return env
 
 
@@ -475,13 +484,15 @@ class Server:
             "--port",
             str(self.port),
         ]
-        if self.kind.endswith("-redis"):
+        if "-redis" in self.kind:
             cmd += ["--pubsub", self._start_redis()]
         if "workers2" in self.kind:
             cmd += ["--workers", "2"]
+        env = dict(os.environ, CABLE_HISTORY="1" if "history" in self.kind else "")
         self._proc = subprocess.Popen(
             cmd,
             cwd=REPO,
+            env=env,
             stdout=self._log(self.kind),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

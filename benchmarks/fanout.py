@@ -130,7 +130,7 @@ def run_fanout(
             cmd,
             on_line,
             timeout=max_seconds + 60,
-            env=node_env(),
+            env=node_env(history="history" in kind),
             prefix=f"[fanout {kind} N={clients}] " if echo else None,
         )
         pids = srv.pids()

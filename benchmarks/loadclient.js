@@ -41,6 +41,8 @@ const A = parseArgs(process.argv);
   if (!(/^127\./.test(host) || host === 'localhost')) { console.error('refusing non-loopback target ' + host); process.exit(2); }
 }
 const AC = A.mode === 'actioncable';
+// Offered before the plain protocol (e.g. actioncable-v1-ext-json for a cable with history).
+const EXTRA_PROTOCOLS = (process.env.CABLECAR_BENCH_PROTOCOLS || '').split(',').filter(Boolean);
 const now = () => performance.timeOrigin + performance.now();
 const T0 = now();
 const log = (...x) => console.error(`[load ${((now() - T0) / 1000).toFixed(1)}s]`, ...x);
@@ -132,7 +134,7 @@ function openOne(i) {
     let done = false;
     const src = `127.0.0.${1 + (i % A.sources)}`;
     const u = A.url + (A.url.includes('?') ? '&' : '?') + 'user=u' + i;
-    const ws = new WebSocket(u, AC ? ['actioncable-v1-json', 'actioncable-unsupported'] : undefined,
+    const ws = new WebSocket(u, AC ? [...EXTRA_PROTOCOLS, 'actioncable-v1-json', 'actioncable-unsupported'] : undefined,
       { localAddress: src, perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: A['connect-timeout'] * 1000 });
     ws._i = i; ws._room = SCEN === 'streams' ? Math.floor(i / K) : -1; ws._ident = identFor(i);
     ws._seen = SCEN === 'streams' ? new Uint8Array(SEQS) : null;

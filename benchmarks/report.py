@@ -23,6 +23,8 @@ __all__ = ["NAMES", "Target", "load", "render", "targets"]
 NAMES = {
     "cablecar": "cablecar (memory)",
     "cablecar-redis": "cablecar (Redis)",
+    "cablecar-history": "cablecar, history=True",
+    "cablecar-redis-history": "cablecar (Redis), history=True",
     "cablecar-workers2-redis": "cablecar --workers 2 (Redis)",
     "floor": "Python floor (uvloop, frame once)",
     "node": "Node ws",

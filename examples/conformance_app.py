@@ -1,6 +1,7 @@
-"""The application that ../shared/conformance (and the benchmark harness) drives.
+"""The application the Action Cable conformance suite (and the benchmark harness) drives.
 
     cablecar serve examples/conformance_app.py:cable --port 8080
+    CABLE_HISTORY=1 cablecar serve ...     # with history=True (stream history, resumable sessions)
 
 Connection: identified by ?user=NAME; ?user=reject is refused (unauthorized); no user
 means an anonymous one. BenchmarkChannel streams "all" (actions echo and broadcast),
@@ -9,6 +10,7 @@ ChatChannel streams chat_<room> (rejects a blank room), RejectChannel always rej
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -62,4 +64,5 @@ cable = Cable(
     # The suite echoes a 1 MiB payload; wrapped in a command (JSON in JSON) the frame is a
     # little over the 1 MiB default limit.
     max_message_size=2 * 1024 * 1024,
+    history=os.environ.get("CABLE_HISTORY") == "1",
 )

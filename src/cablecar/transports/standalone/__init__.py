@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .server import Server, run, serve
+from .run import run
+from .server import Server, serve
 
 __all__ = ["Server", "run", "serve"]
