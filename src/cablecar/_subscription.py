@@ -80,12 +80,14 @@ class Subscription:
         "identifier_json",
         "key",
         "pending",
+        "presence_stream",
         "rejected",
         "session",
         "sink",
         "spec",
         "streams",
         "timers",
+        "whisper_stream",
     )
 
     def __init__(
@@ -110,6 +112,9 @@ class Subscription:
         self.rejected = False
         self.timers: list[asyncio.TimerHandle] = []
         #: New streams join held (a backlog replay is coming); see :meth:`release`.
+        #: Where ``whisper`` commands go, and the presence stream (``stream_from`` flags).
+        self.whisper_stream: str | None = None
+        self.presence_stream: str | None = None
         self.holding = False
         self.held: set[str] = set()
         self.buffered: list[tuple[str, int, bytes, bytes]] = []
@@ -117,8 +122,18 @@ class Subscription:
 
     # -- what channel code asks for (on the loop thread) -------------------------------
 
-    def add_stream(self, stream: str, callback: StreamCallback | None) -> None:
+    def add_stream(
+        self,
+        stream: str,
+        callback: StreamCallback | None,
+        whisper: bool = False,
+        presence: bool = False,
+    ) -> None:
         self.pending.append(AddStream(stream, callback))
+        if whisper:
+            self.whisper_stream = stream
+        if presence:
+            self.presence_stream = stream
 
     def remove_stream(self, stream: str) -> None:
         self.pending.append(RemoveStream(stream))

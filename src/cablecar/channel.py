@@ -250,7 +250,14 @@ class Channel:
 
     # -- streams ------------------------------------------------------------------
 
-    def stream_from(self, stream: str, callback: StreamCallback | None = None) -> None:
+    def stream_from(
+        self,
+        stream: str,
+        callback: StreamCallback | None = None,
+        *,
+        whisper: bool = False,
+        presence: bool = False,
+    ) -> None:
         """Deliver broadcasts on ``stream`` to this subscriber.
 
         The confirmation (or, after subscribe, the next command) waits until the
@@ -258,15 +265,30 @@ class Channel:
         decoded and passed to it, and what it returns (unless ``None``) is
         transmitted; without one, the broadcast's bytes are forwarded untouched
         (the fast path).
+
+        Args:
+            whisper: make ``stream`` this subscription's whisper stream: extended-protocol
+                clients (``channel.whisper(data)`` in ``@anycable/web``) send events to
+                its other subscribers directly, with no action code and no history.
+            presence: make ``stream`` this subscription's presence stream.
         """
         if not isinstance(stream, str) or not stream:
             raise ValueError(f"stream names are non-empty strings: {stream!r}")
         sub = self.__sub
-        sub.session.runtime.threadsafe(sub.add_stream, stream, callback)
+        sub.session.runtime.threadsafe(sub.add_stream, stream, callback, whisper, presence)
 
-    def stream_for(self, model: Any, callback: StreamCallback | None = None) -> None:
-        """``stream_from(self.broadcasting_for(model))``."""
-        self.stream_from(type(self).broadcasting_for(model), callback)
+    def stream_for(
+        self,
+        model: Any,
+        callback: StreamCallback | None = None,
+        *,
+        whisper: bool = False,
+        presence: bool = False,
+    ) -> None:
+        """``stream_from(self.broadcasting_for(model), ...)``."""
+        self.stream_from(
+            type(self).broadcasting_for(model), callback, whisper=whisper, presence=presence
+        )
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop delivering ``stream`` to this subscriber."""

@@ -49,6 +49,7 @@ from ._subscription import Subscription
 from .channel import channel_spec
 from .connection import Unauthorized
 from .errors import InvalidCommand
+from .history.base import pack
 from .http import Request
 from .protocol import (
     EXT_SUBPROTOCOL,
@@ -60,6 +61,7 @@ from .protocol import (
     Pong,
     Subscribe,
     Unsubscribe,
+    Whisper,
     frames,
     parse_command,
     parse_identifier,
@@ -587,6 +589,8 @@ class Session:
                 self.runtime.save_session(self)
         elif isinstance(command, History):
             await self._history_command(command)
+        elif isinstance(command, Whisper):
+            await self._whisper(command)
         elif isinstance(command, Ping):
             self.send(frames.PONG)
         elif isinstance(command, Pong):
@@ -692,6 +696,23 @@ class Session:
             await self._call(sub, method, action.name)
         if self.sid is not None and before != (len(sub.streams), next(reversed(sub.streams), None)):
             self.runtime.save_session(self)
+
+    async def _whisper(self, command: Whisper) -> None:
+        """Publish ``data`` to the subscription's whisper stream, for everyone but the
+        sender: transient (no history, no position), no channel code runs."""
+        sub = self.subscriptions.get(command.identifier)
+        stream = sub.whisper_stream if sub is not None else None
+        if sub is None or stream is None or stream not in sub.streams:
+            logger.debug("%s: whisper ignored: no whisper stream", self)
+            return
+        try:
+            payload = _json.dumps(command.data)
+        except TypeError:
+            return
+        try:
+            await self.runtime.adapter.publish(stream, pack(0, b"", self.sid or None, payload))
+        except Exception as exc:
+            logger.warning("%s: whisper not published: %s", self, exc)
 
     # -- history (extended protocol) --------------------------------------------------------
 

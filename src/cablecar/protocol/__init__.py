@@ -12,6 +12,7 @@ from .commands import (
     Pong,
     Subscribe,
     Unsubscribe,
+    Whisper,
     parse_command,
     parse_identifier,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Pong",
     "Subscribe",
     "Unsubscribe",
+    "Whisper",
     "choose_subprotocol",
     "frames",
     "parse_command",

@@ -23,6 +23,7 @@ __all__ = [
     "Pong",
     "Subscribe",
     "Unsubscribe",
+    "Whisper",
     "parse_command",
     "parse_identifier",
 ]
@@ -99,6 +100,15 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class Whisper:
+    """``{"command":"whisper","identifier":...,"data":<any JSON value>}``: an event for
+    the other subscribers of the subscription's whisper stream (extended protocol)."""
+
+    identifier: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """``{"command":"ping"}``: the client asks for ``{"type":"pong"}``."""
 
@@ -131,7 +141,7 @@ class Perform:
     data: dict[str, Any]
 
 
-AnyCommand = Subscribe | Unsubscribe | Perform | History | Ping | Pong
+AnyCommand = Subscribe | Unsubscribe | Perform | History | Whisper | Ping | Pong
 _PING = Ping()
 _PONG = Pong()
 
@@ -162,6 +172,8 @@ def parse_command(frame: bytes | str) -> AnyCommand:
         )
     if command == Command.SUBSCRIBE:
         return Subscribe(identifier, _history(obj.get("history")))
+    if command == Command.WHISPER:
+        return Whisper(identifier, obj.get("data"))
     if command == Command.HISTORY:
         history = _history(obj.get("history"))
         if history is None:

@@ -61,5 +61,6 @@ class Command(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     MESSAGE = "message"
     HISTORY = "history"
+    WHISPER = "whisper"
     PING = "ping"
     PONG = "pong"
