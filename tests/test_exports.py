@@ -28,6 +28,7 @@ def test_channel_base_keeps_common_action_names_free() -> None:
     public = {n for n in dir(cablecar.Channel) if not n.startswith("_")}
     assert public == {
         "broadcast_to", "broadcasting_for", "channel_name", "logger", "rejected", "reject", "restored",
+        "join_presence", "leave_presence",
         "stop_all_streams", "stop_stream_for", "stop_stream_from", "stream_for", "stream_from",
         "subscribed", "transmit", "unsubscribed",
     }  # fmt: skip
@@ -57,7 +58,7 @@ def test_cable_shows_a_small_face() -> None:
         "start", "stop", "state", "running", "wait_live",
         # broadcasting and connections
         "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
-        "statistics", "open_connections_statistics", "streams",
+        "statistics", "open_connections_statistics", "streams", "presence",
         # for transports (cablecar.transport)
         "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip

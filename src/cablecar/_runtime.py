@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 from . import _json
 from ._memory import HeapTrimmer
 from ._remote import CONTROL_STREAM, identifier_key
+from .history.base import pack
 from .hub import Hub
 from .protocol import DisconnectReason, frames
 
 if TYPE_CHECKING:
+    from ._subscription import Subscription
     from .cable import Cable, ErrorHook
     from .config import CableConfig
     from .connection import Connection
@@ -73,6 +75,9 @@ class Runtime:
         self.store = store
         self._dirty: dict[Session, bytes | None] = {}
         self._touch_handle: asyncio.TimerHandle | None = None
+        #: Presence records of this process's connected sessions: (stream, sid).
+        self._present: dict[tuple[str, str], None] = {}
+        self._presence_handle: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.pool = ThreadPoolExecutor(
@@ -96,6 +101,7 @@ class Runtime:
             self._touch_handle = self.loop.call_later(
                 self.config.sessions_ttl / 2, self._touch_sessions
             )
+            self._presence_handle = self.loop.call_later(self._presence_tick, self._presence)
         await self.adapter.start(self.hub.deliver)
         # In the background: with the broker down, the server still starts and
         # serves; the control stream goes live once the adapter reconnects.
@@ -180,6 +186,58 @@ class Runtime:
                     logger.info("%s: no pong in %ss; disconnecting", session, cfg.pong_timeout)
                     session.close(DisconnectReason.NO_PONG, True)
 
+    # -- presence ------------------------------------------------------------------------
+
+    @property
+    def _presence_tick(self) -> float:
+        # Keepalive at a third of the TTL, sweep as often: a member of a dead node
+        # leaves within presence_ttl plus a third of it.
+        return max(0.2, self.config.presence_ttl / 3)
+
+    def presence_joined(self, session: Session, sub: Subscription) -> None:
+        if sub.presence_stream is not None and session.sid is not None:
+            self._present[(sub.presence_stream, session.sid)] = None
+
+    def presence_left(self, session: Session, sub: Subscription) -> None:
+        if sub.presence_stream is not None and session.sid is not None:
+            self._present.pop((sub.presence_stream, session.sid), None)
+
+    def presence_detached(self, session: Session) -> None:
+        """The socket is gone: keep its members one last TTL (a quick reconnect or
+        resume re-joins without churn), then let them expire."""
+        records = []
+        for sub in session.subscriptions.values():
+            if sub.presence_id is not None and sub.presence_stream is not None:
+                self.presence_left(session, sub)
+                sub.presence_id = None  # unsubscribing at teardown must not leave
+                assert session.sid is not None
+                records.append((sub.presence_stream, session.sid))
+        if records and self.store is not None:
+            self.spawn(self.store.presence_touch(records))
+
+    async def presence_event(self, stream: str, message: bytes) -> None:
+        """Broadcast a presence event (``join``/``leave``) to ``stream``'s subscribers:
+        transient, typed ``presence`` for extended-protocol clients."""
+        try:
+            await self.adapter.publish(stream, pack(0, frames.PRESENCE_TYPE, None, message))
+        except Exception as exc:
+            logger.warning("presence event on %r not published: %s", stream, exc)
+
+    def _presence(self) -> None:
+        if self.stopping or self.store is None:
+            return
+        self._presence_handle = self.loop.call_later(self._presence_tick, self._presence)
+        self.spawn(self._presence_round(list(self._present)))
+
+    async def _presence_round(self, records: list[tuple[str, str]]) -> None:
+        assert self.store is not None
+        try:
+            await self.store.presence_touch(records)
+            for stream, pid in await self.store.presence_expire():
+                await self.presence_event(stream, b'{"type":"leave","id":%s}' % _json.dumps(pid))
+        except Exception as exc:
+            logger.warning("presence keepalive failed: %s", exc)
+
     # -- resumable sessions ------------------------------------------------------------
 
     def save_session(self, session: Session, *, final: bool = False) -> None:
@@ -253,6 +311,8 @@ class Runtime:
         self._trimmer.cancel()
         if self._touch_handle is not None:
             self._touch_handle.cancel()
+        if self._presence_handle is not None:
+            self._presence_handle.cancel()
         for session in list(self.sessions):
             session.close(DisconnectReason.SERVER_RESTART, True)
         deadline = time.monotonic() + timeout

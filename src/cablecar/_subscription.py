@@ -80,6 +80,7 @@ class Subscription:
         "identifier_json",
         "key",
         "pending",
+        "presence_id",
         "presence_stream",
         "rejected",
         "session",
@@ -115,6 +116,8 @@ class Subscription:
         #: Where ``whisper`` commands go, and the presence stream (``stream_from`` flags).
         self.whisper_stream: str | None = None
         self.presence_stream: str | None = None
+        #: The presence member id this subscription joined as, if any.
+        self.presence_id: str | None = None
         self.holding = False
         self.held: set[str] = set()
         self.buffered: list[tuple[str, int, bytes, bytes]] = []

@@ -105,6 +105,8 @@ class CableSettings(TypedDict, total=False):
     history_ttl: float
     sessions_ttl: float
     pong_timeout: float | None
+    presence_ttl: float
+    max_presence_info: int
     filter_parameters: tuple[str, ...]
 
 
@@ -202,7 +204,9 @@ class Cable:
         if self.config.history:
             url = pubsub if isinstance(pubsub, str) else _url_of(pubsub)
             cfg = self.config
-            settings = StoreSettings(cfg.history_limit, cfg.history_ttl, cfg.sessions_ttl)
+            settings = StoreSettings(
+                cfg.history_limit, cfg.history_ttl, cfg.sessions_ttl, cfg.presence_ttl
+            )
             self._store = store_from_url(url, settings, prefix=channel_prefix)
 
     def wrap_pubsub(self, wrap: Callable[[PubSub], PubSub]) -> PubSub:
@@ -390,6 +394,20 @@ class Cable:
         await self._pubsub.publish(stream, payload)
 
     # -- connections --------------------------------------------------------------------
+
+    async def presence(self, stream: str) -> dict[str, Any]:
+        """The members of ``stream``'s presence, across every node: ``{id: info}``
+        (``history=True``; from any code, e.g. an HTTP handler).
+
+        Raises:
+            ConfigurationError: the cable has no ``history=True``.
+            AdapterError: the store failed.
+        """
+        store = self._store
+        if store is None:
+            raise ConfigurationError("presence needs Cable(..., history=True)")
+        await store.start()
+        return {pid: _json.loads(info) for pid, info in await store.presence_members(stream)}
 
     @property
     def connections(self) -> list[Connection]:

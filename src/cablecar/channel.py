@@ -317,6 +317,28 @@ class Channel:
         sub = self.__sub
         sub.session.runtime.threadsafe(sub.transmit, _json.dumps(message))
 
+    async def join_presence(self, id: str | int, info: Any = None) -> None:
+        """Join this subscription's presence stream (``stream_from(..., presence=True)``)
+        as member ``id`` on behalf of the client (``history=True`` cables, extended
+        protocol clients). Subscribers get a ``join`` event when ``id`` is new.
+
+        Example::
+
+            async def subscribed(self):
+                self.stream_from(f"room_{self.params['room']}", presence=True)
+
+            async def after_confirm(self):   # or any async action
+                await self.join_presence(self.current_user.id, {"name": self.current_user.name})
+        """
+        sub = self.__sub
+        await sub.session.presence_join(sub, str(id), info)
+
+    async def leave_presence(self) -> None:
+        """Leave the presence stream (a ``leave`` event when it was the member's last
+        connection)."""
+        sub = self.__sub
+        await sub.session.presence_leave(sub)
+
     def reject(self) -> None:
         """Refuse this subscription (call in ``subscribed`` or a before-subscribe hook)."""
         sub = self.__sub

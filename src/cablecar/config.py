@@ -77,6 +77,11 @@ class CableConfig:
     #: disconnected with reason ``no_pong`` (``None``: never). Clients answer pings
     #: with ``{"command":"pong"}`` (``@anycable/core``: ``protocolOptions.pongs``).
     pong_timeout: float | None = None
+    #: Seconds a presence member stays after its connection died without leaving
+    #: (refreshed while connected; a reconnect within it causes no leave/join).
+    presence_ttl: float = 15.0
+    #: Largest presence ``info`` (encoded JSON bytes); a larger join gets an error reply.
+    max_presence_info: int = 4 * KiB
     #: Parameter names whose values are masked in logs (substring match, case-insensitive).
     filter_parameters: tuple[str, ...] = field(
         default=("password", "passwd", "secret", "token", "api_key", "authorization", "session")

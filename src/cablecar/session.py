@@ -56,9 +56,12 @@ from .protocol import (
     DisconnectReason,
     History,
     HistoryRequest,
+    Join,
+    Leave,
     Perform,
     Ping,
     Pong,
+    PresenceInfo,
     Subscribe,
     Unsubscribe,
     Whisper,
@@ -205,6 +208,7 @@ class Session:
         self.runtime.closed(self)
         if self.sid is not None and self.welcomed:
             self.runtime.save_session(self, final=True)  # resumable for sessions_ttl
+            self.runtime.presence_detached(self)
         self._detach()
         self._queue.clear()
         self._queued_bytes = 0
@@ -455,6 +459,13 @@ class Session:
                 {
                     "ids": connection.identifiers,
                     "subs": subs,
+                    # The whisper and presence streams of each subscription.
+                    "wp": {
+                        identifier: [sub.whisper_stream, sub.presence_stream]
+                        for identifier, sub in self.subscriptions.items()
+                        if identifier in subs
+                        and (sub.whisper_stream is not None or sub.presence_stream is not None)
+                    },
                     "lineage": [self.sid, *self.lineage][:_LINEAGE] if self.sid else [],
                 }
             )
@@ -472,6 +483,9 @@ class Session:
             ids = entry["ids"] if isinstance(entry, dict) else None
             subs = entry["subs"] if isinstance(entry, dict) else None
             lineage = entry.get("lineage", []) if isinstance(entry, dict) else []
+            flags = entry.get("wp", {}) if isinstance(entry, dict) else {}
+            if not isinstance(flags, dict):
+                flags = {}
             if not isinstance(ids, dict) or not isinstance(subs, dict):
                 return False
         except Exception as exc:
@@ -512,9 +526,11 @@ class Session:
                 continue
             self.subscriptions[identifier] = sub
             sub.holding = True
+            wp = flags.get(identifier)
+            whisper, presence = wp if isinstance(wp, list) and len(wp) == 2 else (None, None)
             for stream in streams:
                 if isinstance(stream, str) and stream:
-                    sub.add_stream(stream, None)
+                    sub.add_stream(stream, None, stream == whisper, stream == presence)
             try:
                 await call_user(runtime.pool, sub.channel.restored)
                 await sub.apply(runtime.hub)
@@ -574,7 +590,7 @@ class Session:
         if isinstance(command, Perform):
             await self._perform(command)
         elif isinstance(command, Subscribe):
-            await self._subscribe(command.identifier, command.history)
+            await self._subscribe(command.identifier, command.history, command.presence)
         elif isinstance(command, Unsubscribe):
             sub = self.subscriptions.pop(command.identifier, None)
             if sub is None:
@@ -591,6 +607,18 @@ class Session:
             await self._history_command(command)
         elif isinstance(command, Whisper):
             await self._whisper(command)
+        elif isinstance(command, Join):
+            sub = self.subscriptions.get(command.identifier)
+            if sub is None:
+                self.warn_once("unknown_subscription", "join for unknown subscription")
+                return
+            await self.presence_join(sub, command.id, command.info)
+        elif isinstance(command, Leave):
+            sub = self.subscriptions.get(command.identifier)
+            if sub is not None:
+                await self.presence_leave(sub)
+        elif isinstance(command, PresenceInfo):
+            await self._presence_info(command)
         elif isinstance(command, Ping):
             self.send(frames.PONG)
         elif isinstance(command, Pong):
@@ -614,7 +642,12 @@ class Session:
             identifier_json = frames.encode_identifier(identifier)
         return Subscription(self, cls, channel_spec(cls), identifier, identifier_json, params)
 
-    async def _subscribe(self, identifier: str, history: HistoryRequest | None = None) -> None:
+    async def _subscribe(
+        self,
+        identifier: str,
+        history: HistoryRequest | None = None,
+        presence: tuple[str, Any] | None = None,
+    ) -> None:
         existing = self.subscriptions.get(identifier)
         if existing is not None:
             self.send(frames.confirm(existing.identifier_json))  # idempotent
@@ -665,6 +698,8 @@ class Session:
         if replay:
             assert history is not None
             await self._replay(sub, history)
+        if presence is not None and self.ext:
+            await self.presence_join(sub, *presence)
         sub.start_timers(runtime.timer_clock())
         for hook in sub.hooks("after_subscribe"):
             await self._call(sub, hook, "after_subscribe")
@@ -713,6 +748,89 @@ class Session:
             await self.runtime.adapter.publish(stream, pack(0, b"", self.sid or None, payload))
         except Exception as exc:
             logger.warning("%s: whisper not published: %s", self, exc)
+
+    # -- presence (extended protocol) -------------------------------------------------------
+
+    def _presence_error(self, sub: Subscription) -> None:
+        self.send(frames.presence(sub.identifier_json, {"type": "error"}))
+
+    async def presence_join(self, sub: Subscription, pid: str, info: Any) -> None:
+        """Join ``sub``'s presence stream as member ``pid`` with ``info``; a ``join``
+        event goes to the stream when ``pid`` is new there. Anything that prevents it
+        gets a presence ``error`` reply."""
+        runtime = self.runtime
+        store = runtime.store
+        stream = sub.presence_stream
+        if store is None or self.sid is None or stream is None or stream not in sub.streams:
+            self._presence_error(sub)
+            return
+        try:
+            encoded = _json.dumps(info)
+        except TypeError:
+            encoded = b"null"
+        if len(encoded) > runtime.config.max_presence_info:
+            self.warn_once(
+                "presence_info",
+                "presence join refused: info over %d bytes",
+                runtime.config.max_presence_info,
+            )
+            self._presence_error(sub)
+            return
+        if sub.presence_id is not None and sub.presence_id != pid:
+            await self.presence_leave(sub)
+        try:
+            new = await store.presence_join(stream, self.sid, pid, encoded)
+        except Exception as exc:
+            logger.warning("%s: presence unavailable: %s", self, exc)
+            self._presence_error(sub)
+            return
+        sub.presence_id = pid
+        runtime.presence_joined(self, sub)
+        if new:
+            await runtime.presence_event(
+                stream, b'{"type":"join","id":%s,"info":%s}' % (_json.dumps(pid), encoded)
+            )
+
+    async def presence_leave(self, sub: Subscription) -> None:
+        """Leave ``sub``'s presence stream; a ``leave`` event when the member has no
+        other session."""
+        runtime = self.runtime
+        store = runtime.store
+        stream = sub.presence_stream
+        if store is None or self.sid is None or stream is None or sub.presence_id is None:
+            return
+        sub.presence_id = None
+        runtime.presence_left(self, sub)
+        try:
+            gone = await store.presence_leave(stream, self.sid)
+        except Exception as exc:
+            logger.warning("%s: presence unavailable: %s", self, exc)
+            return
+        if gone is not None:
+            await runtime.presence_event(stream, b'{"type":"leave","id":%s}' % _json.dumps(gone))
+
+    async def _presence_info(self, command: PresenceInfo) -> None:
+        sub = self.subscriptions.get(command.identifier)
+        if sub is None:
+            self.send(
+                frames.presence(frames.encode_identifier(command.identifier), {"type": "error"})
+            )
+            return
+        store = self.runtime.store
+        stream = sub.presence_stream
+        if store is None or stream is None or stream not in sub.streams:
+            self._presence_error(sub)
+            return
+        try:
+            members = await store.presence_members(stream)
+        except Exception as exc:
+            logger.warning("%s: presence unavailable: %s", self, exc)
+            self._presence_error(sub)
+            return
+        reply: dict[str, Any] = {"type": "info", "total": len(members)}
+        if command.return_records:
+            reply["records"] = [{"id": pid, "info": _json.loads(info)} for pid, info in members]
+        self.send(frames.presence(sub.identifier_json, reply))
 
     # -- history (extended protocol) --------------------------------------------------------
 
@@ -777,6 +895,8 @@ class Session:
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         sub.cancel_timers()
+        if sub.presence_id is not None:
+            await self.presence_leave(sub)
         for hook in sub.hooks("before_unsubscribe"):
             await self._call(sub, hook, "before_unsubscribe", apply=False)
         await self._call(sub, sub.channel.unsubscribed, "unsubscribed", apply=False)

@@ -35,6 +35,7 @@ class StoreSettings:
     history_limit: int = 100
     history_ttl: float = 300.0
     sessions_ttl: float = 300.0
+    presence_ttl: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,25 @@ class HistoryStore(Protocol):
 
     async def take_session(self, sid: str) -> bytes | None:
         """The entry of ``sid`` (then retired), or ``None``."""
+
+    async def presence_join(self, stream: str, sid: str, pid: str, info: bytes) -> bool:
+        """Add session ``sid`` as member ``pid`` of ``stream`` (replacing its info);
+        True when ``pid`` is new there (a ``join`` event is due)."""
+
+    async def presence_leave(self, stream: str, sid: str) -> str | None:
+        """Remove session ``sid`` from ``stream``; the member id when it has no session
+        left (a ``leave`` event is due)."""
+
+    async def presence_touch(self, records: list[tuple[str, str]]) -> None:
+        """Keep ``(stream, sid)`` records alive for another ``presence_ttl``."""
+
+    async def presence_members(self, stream: str) -> list[tuple[str, bytes]]:
+        """``(pid, info)`` of every live member of ``stream``."""
+
+    async def presence_expire(self) -> list[tuple[str, str]]:
+        """Drop records not touched for ``presence_ttl``; ``(stream, pid)`` of members
+        left with no session (``leave`` events due; each is returned once, to one
+        caller, across every node)."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -29,6 +29,7 @@ class MemoryStore:
         self._sessions: dict[str, tuple[float, bytes]] = {}
         self._retired: dict[str, float] = {}
         self._last_sweep = 0.0
+        self._presence: dict[str, dict[str, tuple[bytes, dict[str, float]]]] = {}
 
     async def start(self) -> None:
         pass
@@ -93,6 +94,63 @@ class MemoryStore:
             return None
         self._retired[sid] = now + self.settings.sessions_ttl
         return found[1]
+
+    # -- presence: stream -> pid -> (info, {sid: deadline}) --------------------------------
+
+    def _members(self, stream: str) -> dict[str, tuple[bytes, dict[str, float]]]:
+        return self._presence.setdefault(stream, {})
+
+    async def presence_join(self, stream: str, sid: str, pid: str, info: bytes) -> bool:
+        members = self._members(stream)
+        now = time.time()
+        found = members.get(pid)
+        new = found is None or not any(d > now for d in found[1].values())
+        sessions = {} if found is None else {s: d for s, d in found[1].items() if d > now}
+        sessions[sid] = now + self.settings.presence_ttl
+        members[pid] = (info, sessions)
+        return new
+
+    async def presence_leave(self, stream: str, sid: str) -> str | None:
+        members = self._presence.get(stream, {})
+        for pid, (_info, sessions) in list(members.items()):
+            if sessions.pop(sid, None) is not None:
+                if not sessions:
+                    del members[pid]
+                    if not members:
+                        self._presence.pop(stream, None)
+                    return pid
+                return None
+        return None
+
+    async def presence_touch(self, records: list[tuple[str, str]]) -> None:
+        until = time.time() + self.settings.presence_ttl
+        for stream, sid in records:
+            for _info, sessions in self._presence.get(stream, {}).values():
+                if sid in sessions:
+                    sessions[sid] = until
+
+    async def presence_members(self, stream: str) -> list[tuple[str, bytes]]:
+        now = time.time()
+        return [
+            (pid, info)
+            for pid, (info, sessions) in self._presence.get(stream, {}).items()
+            if any(d > now for d in sessions.values())
+        ]
+
+    async def presence_expire(self) -> list[tuple[str, str]]:
+        now = time.time()
+        gone: list[tuple[str, str]] = []
+        for stream, members in list(self._presence.items()):
+            for pid, (_info, sessions) in list(members.items()):
+                for sid, deadline in list(sessions.items()):
+                    if deadline <= now:
+                        del sessions[sid]
+                if not sessions:
+                    del members[pid]
+                    gone.append((stream, pid))
+            if not members:
+                del self._presence[stream]
+        return gone
 
     async def close(self) -> None:
         pass

@@ -62,6 +62,124 @@ return v
 """
 
 
+# Presence: hash pr:<stream> pid -> {"i": info, "s": {sid: deadline ms}}, hash
+# prs:<stream> sid -> pid, set pr:streams. Deadlines use Redis's clock.
+_NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+
+_P_JOIN = (
+    _NOW
+    + """
+local raw = redis.call('HGET', KEYS[1], ARGV[3])
+local rec = {i = ARGV[4], s = {}}
+local alive = false
+if raw then
+  rec = cjson.decode(raw)
+  for sid, d in pairs(rec.s) do
+    if d > now then alive = true else rec.s[sid] = nil end
+  end
+end
+rec.s[ARGV[2]] = now + tonumber(ARGV[5])
+rec.i = ARGV[4]
+redis.call('HSET', KEYS[1], ARGV[3], cjson.encode(rec))
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+if alive then return 0 end
+return 1
+"""
+)
+
+_P_LEAVE = (
+    _NOW
+    + """
+local pid = redis.call('HGET', KEYS[2], ARGV[1])
+if not pid then return false end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local raw = redis.call('HGET', KEYS[1], pid)
+if not raw then return false end
+local rec = cjson.decode(raw)
+rec.s[ARGV[1]] = nil
+for sid, d in pairs(rec.s) do
+  if d > now then
+    redis.call('HSET', KEYS[1], pid, cjson.encode(rec))
+    return false
+  end
+end
+redis.call('HDEL', KEYS[1], pid)
+return pid
+"""
+)
+
+_P_TOUCH = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local stream, sid = ARGV[i], ARGV[i + 1]
+  local pid = redis.call('HGET', ARGV[1] .. 'prs:' .. stream, sid)
+  if pid then
+    local raw = redis.call('HGET', ARGV[1] .. 'pr:' .. stream, pid)
+    if raw then
+      local rec = cjson.decode(raw)
+      rec.s[sid] = now + ttl
+      redis.call('HSET', ARGV[1] .. 'pr:' .. stream, pid, cjson.encode(rec))
+    end
+  end
+end
+return 1
+"""
+)
+
+_P_MEMBERS = (
+    _NOW
+    + """
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local rec = cjson.decode(all[i + 1])
+  for sid, d in pairs(rec.s) do
+    if d > now then
+      table.insert(out, all[i])
+      table.insert(out, rec.i)
+      break
+    end
+  end
+end
+return out
+"""
+)
+
+_P_EXPIRE = (
+    _NOW
+    + """
+local gone = {}
+for _, stream in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'pr:streams')) do
+  local h = ARGV[1] .. 'pr:' .. stream
+  local all = redis.call('HGETALL', h)
+  for i = 1, #all, 2 do
+    local rec = cjson.decode(all[i + 1])
+    local alive = false
+    for sid, d in pairs(rec.s) do
+      if d > now then alive = true
+      else
+        rec.s[sid] = nil
+        redis.call('HDEL', ARGV[1] .. 'prs:' .. stream, sid)
+      end
+    end
+    if alive then
+      redis.call('HSET', h, all[i], cjson.encode(rec))
+    else
+      redis.call('HDEL', h, all[i])
+      table.insert(gone, stream)
+      table.insert(gone, all[i])
+    end
+  end
+  if redis.call('HLEN', h) == 0 then redis.call('SREM', ARGV[1] .. 'pr:streams', stream) end
+end
+return gone
+"""
+)
+
+
 class RedisStore:
     """A :class:`~cablecar.history.HistoryStore` in Redis (see the module docstring)."""
 
@@ -74,6 +192,11 @@ class RedisStore:
         self._read = self._redis.register_script(_READ)
         self._save = self._redis.register_script(_SAVE)
         self._take = self._redis.register_script(_TAKE)
+        self._p_join = self._redis.register_script(_P_JOIN)
+        self._p_leave = self._redis.register_script(_P_LEAVE)
+        self._p_touch = self._redis.register_script(_P_TOUCH)
+        self._p_members = self._redis.register_script(_P_MEMBERS)
+        self._p_expire = self._redis.register_script(_P_EXPIRE)
 
     async def start(self) -> None:
         if self.epoch:
@@ -152,6 +275,41 @@ class RedisStore:
         except RedisError as exc:
             raise AdapterError(f"history store: {exc}") from exc
         return value if isinstance(value, bytes) else None
+
+    # -- presence ----------------------------------------------------------------------
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise AdapterError(f"presence store: {exc}") from exc
+
+    async def presence_join(self, stream: str, sid: str, pid: str, info: bytes) -> bool:
+        p = self._p
+        ttl_ms = int(self.settings.presence_ttl * 1000)
+        keys = [p + "pr:" + stream, p + "prs:" + stream, p + "pr:streams"]
+        return bool(await self._run(self._p_join, keys, [stream, sid, pid, info, ttl_ms]))
+
+    async def presence_leave(self, stream: str, sid: str) -> str | None:
+        keys = [self._p + "pr:" + stream, self._p + "prs:" + stream]
+        pid = await self._run(self._p_leave, keys, [sid])
+        return pid.decode() if isinstance(pid, bytes) else None
+
+    async def presence_touch(self, records: list[tuple[str, str]]) -> None:
+        if not records:
+            return
+        args: list[Any] = [self._p, int(self.settings.presence_ttl * 1000)]
+        for stream, sid in records:
+            args += [stream, sid]
+        await self._run(self._p_touch, [], args)
+
+    async def presence_members(self, stream: str) -> list[tuple[str, bytes]]:
+        flat = await self._run(self._p_members, [self._p + "pr:" + stream], [])
+        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def presence_expire(self) -> list[tuple[str, str]]:
+        flat = await self._run(self._p_expire, [], [self._p])
+        return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
     async def close(self) -> None:
         await self._redis.aclose()

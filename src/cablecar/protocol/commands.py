@@ -18,9 +18,12 @@ from .constants import Command
 __all__ = [
     "History",
     "HistoryRequest",
+    "Join",
+    "Leave",
     "Perform",
     "Ping",
     "Pong",
+    "PresenceInfo",
     "Subscribe",
     "Unsubscribe",
     "Whisper",
@@ -69,6 +72,18 @@ def _history(raw: Any) -> HistoryRequest | None:
     return HistoryRequest(since if since else None, streams)
 
 
+def _presence(raw: Any) -> tuple[str, Any] | None:
+    """``(id, info)`` of a ``presence`` object; numeric ids become strings."""
+    if not isinstance(raw, dict):
+        return None
+    pid = raw.get("id")
+    if isinstance(pid, int | float) and not isinstance(pid, bool):
+        pid = str(pid)
+    if not isinstance(pid, str) or not pid or len(pid) > 256:
+        return None
+    return pid, raw.get("info")
+
+
 def _int(value: Any, *, zero: bool = False) -> int | None:
     """A non-negative integer from an int or a digit string; ``None`` otherwise."""
     if isinstance(value, bool):
@@ -89,6 +104,8 @@ class Subscribe:
 
     identifier: str
     history: HistoryRequest | None = None
+    #: ``(id, info)`` to join presence with once confirmed (a re-subscribe).
+    presence: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,30 @@ class Whisper:
 
     identifier: str
     data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``{"command":"join","identifier":...,"presence":{"id":"42","info":{...}}}``."""
+
+    identifier: str
+    id: str
+    info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``{"command":"leave","identifier":...}`` (any ``presence`` field is ignored)."""
+
+    identifier: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceInfo:
+    """``{"command":"presence","identifier":...,"data":{"return_records":false}}``."""
+
+    identifier: str
+    return_records: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +182,18 @@ class Perform:
     data: dict[str, Any]
 
 
-AnyCommand = Subscribe | Unsubscribe | Perform | History | Whisper | Ping | Pong
+AnyCommand = (
+    Subscribe
+    | Unsubscribe
+    | Perform
+    | History
+    | Whisper
+    | Join
+    | Leave
+    | PresenceInfo
+    | Ping
+    | Pong
+)
 _PING = Ping()
 _PONG = Pong()
 
@@ -171,7 +223,18 @@ def parse_command(frame: bytes | str) -> AnyCommand:
             "bad_identifier", f"missing or non-string identifier: {_short(identifier)}"
         )
     if command == Command.SUBSCRIBE:
-        return Subscribe(identifier, _history(obj.get("history")))
+        return Subscribe(identifier, _history(obj.get("history")), _presence(obj.get("presence")))
+    if command == Command.JOIN:
+        presence = _presence(obj.get("presence"))
+        if presence is None:
+            raise InvalidCommand("bad_presence", "join needs presence: {id, info}")
+        return Join(identifier, *presence)
+    if command == Command.LEAVE:
+        return Leave(identifier)
+    if command == Command.PRESENCE:
+        data = obj.get("data")
+        records = not (isinstance(data, dict) and data.get("return_records") is False)
+        return PresenceInfo(identifier, records)
     if command == Command.WHISPER:
         return Whisper(identifier, obj.get("data"))
     if command == Command.HISTORY:

@@ -62,5 +62,8 @@ class Command(StrEnum):
     MESSAGE = "message"
     HISTORY = "history"
     WHISPER = "whisper"
+    JOIN = "join"
+    LEAVE = "leave"
+    PRESENCE = "presence"
     PING = "ping"
     PONG = "pong"

@@ -11,6 +11,7 @@ from .constants import DisconnectReason, MessageType
 
 __all__ = [
     "PONG",
+    "PRESENCE_TYPE",
     "WELCOME",
     "confirm",
     "confirm_history",
@@ -20,6 +21,7 @@ __all__ = [
     "ping",
     "position",
     "positioned_frame",
+    "presence",
     "reject",
     "reject_history",
     "welcome",
@@ -47,6 +49,16 @@ def confirm_history(identifier_json: bytes) -> bytes:
 def reject_history(identifier_json: bytes) -> bytes:
     """``reject_history``: the gap cannot be filled (expired, another epoch)."""
     return b'{"identifier":%s,"type":"reject_history"}' % identifier_json
+
+
+#: Spliced into a data frame in place of a position: ``{..., "type":"presence"}``
+#: (presence events are broadcasts on the presence stream, with this type).
+PRESENCE_TYPE = b',"type":"presence"'
+
+
+def presence(identifier_json: bytes, message: dict[str, object]) -> bytes:
+    """A presence reply to one client (``info``, ``error``)."""
+    return positioned_frame(identifier_json, _json.dumps(message), PRESENCE_TYPE)
 
 
 def position(stream: str, epoch: str, offset: int) -> bytes:

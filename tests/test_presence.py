@@ -1,0 +1,186 @@
+"""Presence: who is subscribed to a stream, across connections and nodes, with join and
+leave events once per member, and no churn when a client comes straight back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cablecar import Cable, Channel, Connection
+
+from .conftest import TIMEOUT, WS, ConnectWS
+from .test_history import ext_connect
+
+ROOM = '{"channel":"RoomChannel","room":"1"}'
+PLAIN = '{"channel":"PlainChannel"}'
+
+
+class RoomChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_from(f"room_{self.params['room']}", presence=True, whisper=True)
+
+
+class HostChannel(Channel):
+    """Joins presence for the client, from the server."""
+
+    async def subscribed(self) -> None:
+        self.stream_from("room_1", presence=True)
+
+    async def arrive(self, data: dict[str, Any]) -> None:
+        await self.join_presence(data["id"], {"by": "server"})
+
+    async def depart(self) -> None:
+        await self.leave_presence()
+
+
+class PlainChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_from("plain")
+
+
+def presence_frames(frames: list[Any]) -> list[Any]:
+    return [f["message"] for f in frames if f.get("type") == "presence"]
+
+
+async def next_presence(ws: WS) -> Any:
+    frame = await ws.recv_until(lambda m: m.get("type") == "presence")
+    return frame["message"]
+
+
+async def join(ws: WS, pid: str, info: Any, identifier: str = ROOM) -> None:
+    await ws.send(
+        {"command": "join", "identifier": identifier, "presence": {"id": pid, "info": info}}
+    )
+
+
+async def info(ws: WS, **data: Any) -> Any:
+    await ws.send({"command": "presence", "identifier": ROOM, "data": data})
+    return await ws.recv_until(
+        lambda m: m.get("type") == "presence" and m["message"]["type"] in ("info", "error")
+    )
+
+
+def make_cable(pubsub: str = "memory://", **settings: Any) -> Cable:
+    return Cable(
+        Connection, [RoomChannel, PlainChannel, HostChannel], pubsub, history=True, **settings
+    )
+
+
+async def test_join_and_leave_once_per_member(cablecar_server: Any, ws_connect: ConnectWS) -> None:
+    """Two tabs of member 42 and one of 7: join events once per member (the joiner sees
+    its own), info lists both with their info, leave only when a member's last tab
+    leaves; return_records:false gives the total alone."""
+    cable = make_cable()
+    server = await cablecar_server(cable)
+    a1, _ = await ext_connect(ws_connect, server.url)
+    a2, _ = await ext_connect(ws_connect, server.url)
+    b, _ = await ext_connect(ws_connect, server.url)
+    for ws in (a1, a2, b):
+        await ws.subscribe(ROOM)
+    await join(a1, "42", {"name": "Jack"})
+    for ws in (a1, b):
+        assert await next_presence(ws) == {"type": "join", "id": "42", "info": {"name": "Jack"}}
+    await join(a2, "42", {"name": "Jack"})
+    await join(b, 7, None)  # a number becomes a string id
+    assert await next_presence(a1) == {"type": "join", "id": "7", "info": None}
+    reply = await info(b)
+    assert reply["message"]["total"] == 2
+    assert sorted(r["id"] for r in reply["message"]["records"]) == ["42", "7"]
+    assert (await info(b, return_records=False))["message"] == {"type": "info", "total": 2}
+    await a1.send({"command": "leave", "identifier": ROOM})
+    await a2.send({"command": "unsubscribe", "identifier": ROOM})
+    assert await next_presence(b) == {"type": "leave", "id": "42"}
+    assert (await info(b))["message"]["total"] == 1
+
+
+async def test_presence_unavailable_always_gets_an_answer(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """info or join on a subscription without a presence stream, an unknown identifier,
+    or oversized info: an error reply (the client's promise settles), the connection
+    goes on."""
+    cable = make_cable(max_presence_info=64)
+    server = await cablecar_server(cable)
+    ws, _ = await ext_connect(ws_connect, server.url)
+    await ws.subscribe(PLAIN)
+    await ws.subscribe(ROOM)
+    await ws.send({"command": "presence", "identifier": PLAIN, "data": {}})
+    assert (await next_presence(ws))["type"] == "error"
+    await join(ws, "1", {}, PLAIN)
+    assert (await next_presence(ws))["type"] == "error"
+    await ws.send({"command": "presence", "identifier": '{"channel":"Nope"}', "data": {}})
+    assert (await next_presence(ws))["type"] == "error"
+    await join(ws, "1", {"blob": "x" * 100})
+    assert (await next_presence(ws))["type"] == "error"
+    await join(ws, "1", {"ok": True})
+    assert (await next_presence(ws))["type"] == "join"
+
+
+async def test_a_vanished_member_leaves_after_the_ttl_and_a_quick_return_is_quiet(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """A client whose connection dies stays a member for presence_ttl; resuming within
+    it and re-joining causes no leave/join; dying for good, it leaves after the TTL."""
+    cable = make_cable(presence_ttl=1.0)
+    server = await cablecar_server(cable)
+    watcher, _ = await ext_connect(ws_connect, server.url)
+    await watcher.subscribe(ROOM)
+    ws, welcome = await ext_connect(ws_connect, server.url)
+    await ws.subscribe(ROOM)
+    await join(ws, "9", {"n": 1})
+    assert (await next_presence(watcher))["type"] == "join"
+    ws.conn.transport.abort()  # type: ignore[attr-defined]
+    await asyncio.sleep(0.3)
+    again, restored = await ext_connect(ws_connect, f"{server.url}?sid={welcome['sid']}")
+    assert restored["restored"] is True
+    await join(again, "9", {"n": 1})
+    await asyncio.sleep(1.8)  # past the old connection's TTL: it expired quietly
+    assert presence_frames(await watcher.quiet(0.1)) == []
+    again.conn.transport.abort()  # type: ignore[attr-defined]
+    async with asyncio.timeout(TIMEOUT):
+        assert await next_presence(watcher) == {"type": "leave", "id": "9"}
+
+
+@pytest.mark.services
+async def test_members_are_seen_across_nodes_and_a_dead_nodes_members_leave(
+    cablecar_server: Any, ws_connect: ConnectWS, redis_server: Any
+) -> None:
+    """Over Redis, a member joined on node A is listed by a client of node B; when node
+    A stops touching its records (it died), they leave within the TTL plus a sweep."""
+    prefix = f"p{id(ws_connect)}"
+    node_a = make_cable(redis_server.url, channel_prefix=prefix, presence_ttl=1.0)
+    node_b = make_cable(redis_server.url, channel_prefix=prefix, presence_ttl=1.0)
+    server_a = await cablecar_server(node_a)
+    server_b = await cablecar_server(node_b)
+    a, _ = await ext_connect(ws_connect, server_a.url)
+    b, _ = await ext_connect(ws_connect, server_b.url)
+    await a.subscribe(ROOM)
+    await b.subscribe(ROOM)
+    await join(a, "alice", {"on": "A"})
+    assert await next_presence(b) == {"type": "join", "id": "alice", "info": {"on": "A"}}
+    reply = await info(b)
+    assert reply["message"]["records"] == [{"id": "alice", "info": {"on": "A"}}]
+    await server_a.close()  # node A goes away; its member is not touched any more
+    async with asyncio.timeout(TIMEOUT):
+        assert await next_presence(b) == {"type": "leave", "id": "alice"}
+
+
+async def test_server_side_join_and_reading_members_from_anywhere(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """A channel joins presence on the client's behalf; cable.presence(stream) lists the
+    members from outside any connection; leaving from the server sends leave."""
+    cable = make_cable()
+    server = await cablecar_server(cable)
+    host, _ = await ext_connect(ws_connect, server.url)
+    watcher, _ = await ext_connect(ws_connect, server.url)
+    await watcher.subscribe(ROOM)
+    await host.subscribe('{"channel":"HostChannel"}')
+    await host.perform('{"channel":"HostChannel"}', "arrive", id=5)
+    assert await next_presence(watcher) == {"type": "join", "id": "5", "info": {"by": "server"}}
+    assert await cable.presence("room_1") == {"5": {"by": "server"}}
+    await host.perform('{"channel":"HostChannel"}', "depart")
+    assert await next_presence(watcher) == {"type": "leave", "id": "5"}
+    assert await cable.presence("room_1") == {}
