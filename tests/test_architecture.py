@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     # 0: leaves, importable from everywhere; they import no cablecar module but each other
     ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "protocol"),
     # 1: values and contracts the core is written against
-    ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory"),
+    ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory", "_stats"),
+    ("instrumentation", "metrics"),
     # 2: the pub/sub adapters and history stores (streams and bytes, nothing of channels)
     ("pubsub", "history"),
     # 3: the application-facing classes and the subscription runtime

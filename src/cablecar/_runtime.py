@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import _json
 from ._memory import HeapTrimmer
 from ._remote import CONTROL_STREAM, identifier_key
+from ._stats import Stats
 from .history.base import pack
 from .hub import Hub
 from .protocol import DisconnectReason, frames
@@ -47,6 +49,9 @@ logger = logging.getLogger("cablecar.cable")
 
 #: Names of the worker threads that run plain ``def`` user code start with this.
 WORKER_THREAD_PREFIX = "cablecar-worker"
+
+#: Seconds between event-loop lag checks.
+_LAG_EVERY = 1.0
 
 #: Seconds ``shutdown`` waits for subscribes in flight before closing the adapter.
 _BROKER_GRACE = 1.0
@@ -88,6 +93,10 @@ class Runtime:
         self.welcomed: dict[Session, None] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.started_at = time.time()
+        #: Counters for ``/metrics``.
+        self.stats = Stats()
+        self._lag_handle: asyncio.TimerHandle | None = None
+        self._snapshot_at = 0.0
         self.connections_total = 0
         self.stopping = False
         self._drained: asyncio.Event | None = None
@@ -107,6 +116,26 @@ class Runtime:
         # serves; the control stream goes live once the adapter reconnects.
         self._control = self.spawn(self.hub.add_internal(CONTROL_STREAM, self._on_control))
         self._ping_handle = self.loop.call_later(self.config.ping_interval, self._ping)
+        self._lag_handle = self.loop.call_later(_LAG_EVERY, self._lag, self.loop.time())
+
+    def _lag(self, scheduled: float) -> None:
+        # How late the loop ran a timer due now: busy loops delay every client.
+        if self.stopping:
+            return
+        now = self.loop.time()
+        lag = max(0.0, now - scheduled - _LAG_EVERY)
+        self.stats.loop_lag = lag
+        self.stats.loop_lag_max = max(self.stats.loop_lag_max, lag)
+        self._lag_handle = self.loop.call_later(_LAG_EVERY, self._lag, now)
+        from .metrics import SNAPSHOT_EVERY, write_snapshot
+
+        directory = os.environ.get("CABLECAR_METRICS_DIR")
+        if directory and now - self._snapshot_at >= SNAPSHOT_EVERY:
+            self._snapshot_at = now
+            try:
+                write_snapshot(self.cable, directory)
+            except OSError as exc:
+                logger.debug("metrics snapshot not written: %s", exc)
 
     async def control_live(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until remote disconnects can reach this process."""
@@ -193,6 +222,11 @@ class Runtime:
         # Keepalive at a third of the TTL, sweep as often: a member of a dead node
         # leaves within presence_ttl plus a third of it.
         return max(0.2, self.config.presence_ttl / 3)
+
+    @property
+    def presence_records(self) -> int:
+        """Presence records this process keeps alive."""
+        return len(self._present)
 
     def presence_joined(self, session: Session, sub: Subscription) -> None:
         if sub.presence_stream is not None and session.sid is not None:
@@ -313,6 +347,8 @@ class Runtime:
             self._touch_handle.cancel()
         if self._presence_handle is not None:
             self._presence_handle.cancel()
+        if self._lag_handle is not None:
+            self._lag_handle.cancel()
         for session in list(self.sessions):
             session.close(DisconnectReason.SERVER_RESTART, True)
         deadline = time.monotonic() + timeout

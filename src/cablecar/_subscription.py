@@ -26,11 +26,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _json
+from . import _json, instrumentation
+from ._logging import short
 from .protocol import frames
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["AddStream", "RemoveStream", "StopAll", "StreamOp", "Subscription"]
+
+logger = logging.getLogger("cablecar.channel")
 
 #: Broadcasts a held subscription may buffer during a replay.
 _MAX_BUFFERED = 10_000
@@ -155,6 +159,15 @@ class Subscription:
         """:meth:`transmit` ``message`` encoded to JSON."""
         self.transmit(_json.dumps(message))
 
+    def transmit_from_channel(self, payload: bytes) -> None:
+        """``Channel.transmit``: the frame, a log line, the ``transmit`` event."""
+        self.transmit(payload)
+        channel = type(self.channel).__name__
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s: %s transmitting %s", self.session, channel, short(payload))
+        if instrumentation.active("transmit"):
+            instrumentation.emit("transmit", {"channel": channel, "data": payload, "via": None})
+
     @property
     def active(self) -> bool:
         """Whether this is still the session's live subscription for its identifier."""
@@ -178,11 +191,23 @@ class Subscription:
                 held = self.holding and op.callback is None
                 if held:
                     self.held.add(op.stream)
+                logger.info(
+                    "%s: %s is streaming from %s",
+                    self.session,
+                    type(self.channel).__name__,
+                    op.stream,
+                )
                 if hub.add(op.stream, self, op.callback, held=held):
                     live.append(op.stream)
             elif isinstance(op, RemoveStream):
                 if op.stream in streams:
                     hub.remove(op.stream, self, streams.pop(op.stream))
+                    logger.info(
+                        "%s: %s stopped streaming from %s",
+                        self.session,
+                        type(self.channel).__name__,
+                        op.stream,
+                    )
             else:
                 self.leave_streams(hub)
         for stream in live:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from . import _json
+from . import _json, instrumentation
 from ._remote import RemoteConnections
 from ._runtime import Runtime
 from ._urls import redact_url
@@ -86,6 +86,7 @@ class CableSettings(TypedDict, total=False):
 
     mount_path: str
     health_path: str | None
+    metrics_path: str | None
     ping_interval: float
     max_message_size: int
     max_subscriptions: int
@@ -365,6 +366,8 @@ class Cable:
         """
         payload = _json.dumps(message)
         self._broadcasts_total += 1
+        if instrumentation.active("broadcast"):
+            instrumentation.emit("broadcast", {"stream": stream, "message": message, "cable": self})
         await self._pubsub.publish(
             stream, await stamp(self._store, stream, payload, exclude_socket)
         )
@@ -439,6 +442,49 @@ class Cable:
             "pubsub": self._pubsub_url.split("://")[0],
         }
 
+    def figures(self) -> dict[str, Any]:
+        """Counters of this process since start, for ``/metrics`` (JSON values)."""
+        runtime = self._runtime
+        if runtime is None:
+            return _EMPTY_FIGURES
+        stats = runtime.stats
+        by_channel: dict[str, int] = {}
+        for session in runtime.welcomed:
+            for sub in session.subscriptions.values():
+                name = type(sub.channel).__name__
+                by_channel[name] = by_channel.get(name, 0) + 1
+        return {
+            "closed": dict(stats.closed),
+            "rejected_connections": {str(k): v for k, v in stats.rejected_connections.items()},
+            "rejected_subscriptions": stats.rejected_subscriptions,
+            "subscriptions_by_channel": by_channel,
+            "bytes_out": runtime.hub.bytes_out,
+            "slow_consumers": stats.slow_consumers,
+            "throttled_commands": stats.throttled_commands,
+            "resumed_sessions": stats.resumed_sessions,
+            "history_recoveries": dict(stats.history_recoveries),
+            "presence_records": runtime.presence_records,
+            "subscribes_in_flight": runtime.hub.subscribes_in_flight,
+            "loop_lag": stats.loop_lag,
+            "loop_lag_max": stats.loop_lag_max,
+            "actions": {
+                f"{channel}#{action}": [a.count, a.total, list(a.buckets)]
+                for (channel, action), a in stats.actions.items()
+            },
+        }
+
+    def metrics(self) -> Response:
+        """The answer at ``metrics_path``: Prometheus text (501 with the install hint
+        when ``prometheus_client`` is missing)."""
+        try:
+            from .metrics import CONTENT_TYPE, render
+
+            return Response(render(self), 200, CONTENT_TYPE)
+        except ImportError:
+            return Response(
+                "metrics need prometheus_client: pip install 'cablecar[metrics]'\n", 501
+            )
+
     def open_connections_statistics(self) -> list[dict[str, Any]]:
         """``statistics()`` of every connection, as Rails' method of the same name."""
         return [c.statistics() for c in self.connections]
@@ -462,16 +508,16 @@ class Cable:
                 request.origin,
                 extra={"cablecar_kind": "origin"},
             )
-            return Refusal(403, "origin not allowed")
+            return self._refuse(Refusal(403, "origin not allowed"))
         if not self.running:
-            return Refusal(503, "shutting down", (("Retry-After", "1"),))
+            return self._refuse(Refusal(503, "shutting down", (("Retry-After", "1"),)))
         if self.socket_count >= self.config.max_connections:
             logger.warning(
                 "refused a connection: %d connections open (max_connections)",
                 self.socket_count,
                 extra={"cablecar_kind": "max_connections"},
             )
-            return Refusal(503, "server busy", (("Retry-After", "5"),))
+            return self._refuse(Refusal(503, "server busy", (("Retry-After", "5"),)))
         return None
 
     def choose_subprotocol(self, offered: Iterable[str]) -> str | None:
@@ -479,6 +525,11 @@ class Cable:
         one this cable speaks (``actioncable-v1-ext-json`` too with ``history=True``)."""
         supported = (*SUBPROTOCOLS, EXT_SUBPROTOCOL) if self._store is not None else SUBPROTOCOLS
         return choose_subprotocol(offered, supported)
+
+    def _refuse(self, refusal: Refusal) -> Refusal:
+        if self._runtime is not None:
+            self._runtime.stats.rejected_connections[refusal.status] += 1
+        return refusal
 
     def open_session(self, sink: Sink, request: Request, subprotocol: str | None) -> Session:
         """The session of an admitted socket; the transport calls its ``start()``.
@@ -515,6 +566,24 @@ class Cable:
         return any(
             o == origin if isinstance(o, str) else o.fullmatch(origin) for o in self._origins
         )
+
+
+_EMPTY_FIGURES: dict[str, Any] = {
+    "closed": {},
+    "rejected_connections": {},
+    "rejected_subscriptions": 0,
+    "subscriptions_by_channel": {},
+    "bytes_out": 0,
+    "slow_consumers": 0,
+    "throttled_commands": 0,
+    "resumed_sessions": 0,
+    "history_recoveries": {},
+    "presence_records": 0,
+    "subscribes_in_flight": 0,
+    "loop_lag": 0.0,
+    "loop_lag_max": 0.0,
+    "actions": {},
+}
 
 
 def _make_config(config: CableConfig | None, settings: dict[str, Any]) -> CableConfig:

@@ -315,7 +315,7 @@ class Channel:
             TypeError: ``message`` cannot be encoded to JSON.
         """
         sub = self.__sub
-        sub.session.runtime.threadsafe(sub.transmit, _json.dumps(message))
+        sub.session.runtime.threadsafe(sub.transmit_from_channel, _json.dumps(message))
 
     async def join_presence(self, id: str | int, info: Any = None) -> None:
         """Join this subscription's presence stream (``stream_from(..., presence=True)``)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def _run_workers(args: argparse.Namespace) -> int:
         "--reuse-port",
         "--log-level",
         args.log_level,
+        "--log-format",
+        args.log_format,
     ]
     if args.pubsub:
         cmd += ["--pubsub", args.pubsub]
@@ -125,7 +128,10 @@ def _run_workers(args: argparse.Namespace) -> int:
     # Each worker gets its own process group: a terminal's Ctrl-C (SIGINT to the
     # foreground group) then reaches only this parent, which forwards it once. (A worker
     # takes signals within a second of each other as one request anyway.)
-    procs = [subprocess.Popen(cmd, process_group=0) for _ in range(args.workers)]
+    # Workers share their metrics through snapshot files (see cablecar.metrics).
+    metrics_dir = tempfile.mkdtemp(prefix="cablecar-metrics-")
+    env = {**os.environ, "CABLECAR_METRICS_DIR": metrics_dir}
+    procs = [subprocess.Popen(cmd, process_group=0, env=env) for _ in range(args.workers)]
     print(
         f"cablecar: {args.workers} workers on port {args.port}: pids {[p.pid for p in procs]}",
         flush=True,
@@ -179,6 +185,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="allow this browser Origin (repeatable; '*' allows all)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object per line (time, level, logger, message, and fields)",
+    )
     serve.set_defaults(func=_serve)
     for module in ("cablecar.demo.cli", "cablecar.client.cli", "cablecar._cli_broadcast"):
         try:
@@ -194,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "log_format", "text") == "json":
+        from ._logging import JSONFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JSONFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = args.func(args)
     return int(result or 0)

@@ -26,6 +26,9 @@ class CableConfig:
     mount_path: str = DEFAULT_MOUNT_PATH
     #: Path answering ``200 {"status":"ok",...}`` to plain GETs (``None`` to turn it off).
     health_path: str | None = "/health"
+    #: Path serving Prometheus metrics (``None`` to turn it off); needs the
+    #: ``prometheus_client`` package (``pip install 'cablecar[metrics]'``).
+    metrics_path: str | None = "/metrics"
     #: Seconds between pings to every client (Action Cable: 3).
     ping_interval: float = PING_INTERVAL
     #: Largest message a client may send (one frame or a reassembled fragmented

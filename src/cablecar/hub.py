@@ -71,8 +71,9 @@ class Hub:
         self.sids: dict[str, Sink] = {}
         #: Adapter subscribes awaiting the broker's answer right now.
         self.subscribes_in_flight = 0
-        #: Broadcast deliveries written (fast path) since start.
+        #: Broadcast deliveries written (fast path) since start, and their JSON bytes.
         self.deliveries = 0
+        self.bytes_out = 0
 
     # -- delivery (called by the adapter) --------------------------------------------------
 
@@ -92,21 +93,27 @@ class Hub:
         groups = self._groups.get(stream)
         if groups is not None:
             n = 0
+            size = 0
             for (identifier_json, prepare, ext), sinks in groups.items():
                 if ext and position:
-                    wire = prepare(positioned_frame(identifier_json, payload, position))
+                    frame = positioned_frame(identifier_json, payload, position)
                 else:
-                    wire = prepare(data_frame(identifier_json, payload))
+                    frame = data_frame(identifier_json, payload)
+                wire = prepare(frame)
                 if skip is None:
                     for sink in sinks:
                         sink.send_prepared(wire)
-                    n += len(sinks)
+                    sent = len(sinks)
                 else:
+                    sent = 0
                     for sink in sinks:
                         if sink is not skip:
                             sink.send_prepared(wire)
-                            n += 1
+                            sent += 1
+                n += sent
+                size += sent * len(frame)
             self.deliveries += n
+            self.bytes_out += size
         held = self._held.get(stream)
         if held:
             for sub in list(held):

@@ -38,13 +38,14 @@ import asyncio
 import enum
 import logging
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _json
+from . import _json, instrumentation
 from ._concurrency import call_user
-from ._logging import Redacted, short
+from ._logging import Redacted, redact, short
 from ._subscription import Subscription
 from .channel import channel_spec
 from .connection import Unauthorized
@@ -179,6 +180,16 @@ class Session:
     def start(self) -> None:
         """The socket is open: run ``connect``, then send ``welcome``."""
         self.runtime.opened(self)
+        if logger.isEnabledFor(logging.INFO):
+            request = self.request
+            logger.info(
+                "%s: Started GET %r [WebSocket] for %s; successfully upgraded to WebSocket "
+                "(protocol %s)",
+                self,
+                request.path,
+                request.client[0] if request.client else "?",
+                self.subprotocol,
+            )
         self._enqueue(_OPEN)
 
     def open_as(self, connection: Connection) -> None:
@@ -204,6 +215,8 @@ class Session:
         """The socket is gone: stop output, leave every stream, run the callbacks."""
         if self.state == State.CLOSED:
             return
+        if self.state < State.CLOSING:
+            self.runtime.stats.closed["client"] += 1
         self.state = State.CLOSED
         self.runtime.closed(self)
         if self.sid is not None and self.welcomed:
@@ -243,6 +256,7 @@ class Session:
         with WebSocket close ``code``."""
         if self.state >= State.CLOSING:
             return
+        self.runtime.stats.closed[reason or "none"] += 1
         self.sink.send(frames.disconnect(reason, reconnect))
         self.state = State.CLOSING
         self._detach()
@@ -253,6 +267,7 @@ class Session:
         the WebSocket protocol: RFC 6455 fails the connection with the close alone)."""
         if self.state >= State.CLOSING:
             return
+        self.runtime.stats.closed[f"protocol_error_{code}"] += 1
         self.state = State.CLOSING
         self._detach()
         self.sink.close(code)
@@ -260,6 +275,7 @@ class Session:
     def too_slow(self) -> None:
         """The client does not read its output fast enough: cut it."""
         if self.state < State.CLOSING:
+            self.runtime.stats.slow_consumers += 1
             logger.warning(
                 "%s: slow consumer, pending output over %d bytes; disconnecting",
                 self,
@@ -348,6 +364,7 @@ class Session:
         tokens = min(float(cfg.command_burst), self._tokens + (now - self._last) * rate)
         self._last = now
         if tokens < 1.0:
+            self.runtime.stats.throttled_commands += 1
             self.warn_once("rate_limited", "commands throttled: over %s commands/s", rate)
             await asyncio.sleep((1.0 - tokens) / rate)
             now = self.runtime.loop_time()
@@ -441,6 +458,8 @@ class Session:
         else:
             self.sink.send(frames.WELCOME)
         logger.debug("%s: welcomed", self)
+        if self.connection is not None and instrumentation.active("connect"):
+            instrumentation.emit("connect", {"connection": self.connection})
 
     def entry(self) -> bytes | None:
         """What a resume needs (identifiers, subscriptions and their streams), as JSON;
@@ -545,6 +564,7 @@ class Session:
         if self.state != State.CONNECTING:
             return True
         self._welcome(restored)
+        runtime.stats.resumed_sessions += 1
         logger.info("%s: session resumed with %d subscriptions", self, len(restored))
         clock = runtime.timer_clock()
         for identifier in restored:
@@ -564,6 +584,9 @@ class Session:
             await self._unsubscribe(sub)
         self.subscriptions.clear()
         connection = self.connection
+        logger.info("%s: Finished %r [WebSocket]", self, self.request.path)
+        if connection is not None and instrumentation.active("disconnect"):
+            instrumentation.emit("disconnect", {"connection": connection})
         if connection is not None and self.welcomed:
             try:
                 await call_user(self.runtime.pool, connection.disconnect)
@@ -663,10 +686,12 @@ class Session:
                 runtime.config.max_subscriptions,
             )
             self.send(frames.reject(identifier_json))
+            runtime.stats.rejected_subscriptions += 1
             return
         sub = self._build(identifier, identifier_json)
         if sub is None:
             self.send(frames.reject(identifier_json))
+            runtime.stats.rejected_subscriptions += 1
             return
         cls = type(sub.channel)
         replay = history is not None and self.ext
@@ -690,9 +715,10 @@ class Session:
                 del self.subscriptions[identifier]
             sub.leave(runtime.hub)
             self.send(frames.reject(identifier_json))
-            logger.debug("%s: %s rejected", self, cls.__name__)
+            self._subscription_answer(cls.__name__, identifier, confirmed=False)
             return
         self.send(frames.confirm(identifier_json))
+        self._subscription_answer(cls.__name__, identifier, confirmed=True)
         if self.sid is not None:
             runtime.save_session(self)
         if replay:
@@ -725,12 +751,43 @@ class Session:
             return
         method = getattr(sub.channel, action.name)
         before = len(sub.streams), next(reversed(sub.streams), None)
+        channel = type(sub.channel).__name__
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s: %s#%s(%s)",
+                self,
+                channel,
+                action.name,
+                Redacted(command.data, self.runtime.config.filter_parameters, ruby=True),
+            )
+        started = time.perf_counter()
         if action.takes_data:
             await self._call(sub, method, action.name, command.data)
         else:
             await self._call(sub, method, action.name)
+        duration = time.perf_counter() - started
+        self.runtime.stats.action(channel, action.name, duration)
+        if instrumentation.active("perform_action"):
+            instrumentation.emit(
+                "perform_action",
+                {
+                    "channel": channel,
+                    "action": action.name,
+                    "data": redact(command.data, self.runtime.config.filter_parameters),
+                    "duration": duration,
+                },
+            )
         if self.sid is not None and before != (len(sub.streams), next(reversed(sub.streams), None)):
             self.runtime.save_session(self)
+
+    def _subscription_answer(self, channel: str, identifier: str, *, confirmed: bool) -> None:
+        if not confirmed:
+            self.runtime.stats.rejected_subscriptions += 1
+        what = "confirmation" if confirmed else "rejection"
+        logger.info("%s: %s is transmitting the subscription %s", self, channel, what)
+        event = f"transmit_subscription_{what}"
+        if instrumentation.active(event):
+            instrumentation.emit(event, {"channel": channel, "identifier": identifier})
 
     async def _whisper(self, command: Whisper) -> None:
         """Publish ``data`` to the subscription's whisper stream, for everyone but the
@@ -889,8 +946,10 @@ class Session:
                         continue
                     sub.send_data(entry.payload, frames.position(stream, store.epoch, entry.offset))
             self.send(frames.confirm_history(sub.identifier_json))
+            runtime.stats.history_recoveries["confirmed"] += 1
         else:
             self.send(frames.reject_history(sub.identifier_json))
+            runtime.stats.history_recoveries["rejected"] += 1
         sub.release(hub, sent)
 
     async def _unsubscribe(self, sub: Subscription) -> None:

@@ -305,7 +305,19 @@ class ASGIApp:
             headers = [(k.lower().encode(), v.encode()) for k, v in response.headers]
             await _respond(send, response.status, response.body, headers, head=method == "HEAD")
             return
-        elif self._is_endpoint(scope, path):
+        metrics = cfg.metrics_path
+        if metrics is not None and path in (metrics, cfg.mount_path + metrics):
+            await self._ensure_started()
+            response = self.cable.metrics()
+            await _respond(
+                send,
+                response.status,
+                response.body,
+                head=method == "HEAD",
+                content_type=response.content_type,
+            )
+            return
+        if self._is_endpoint(scope, path):
             status, body = 426, {"error": "this is a WebSocket endpoint: upgrade required"}
             headers.append((b"upgrade", b"websocket"))
         else:
@@ -442,6 +454,7 @@ async def _respond(
     *,
     head: bool = False,
     prefix: str = "http.response",
+    content_type: str = "application/json",
 ) -> None:
     data = body if isinstance(body, bytes) else _json.dumps(body)
     await send(
@@ -449,7 +462,7 @@ async def _respond(
             "type": prefix + ".start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type.encode()),
                 (b"content-length", str(len(data)).encode()),
                 *headers,
             ],

@@ -317,6 +317,8 @@ class _Socket(asyncio.Protocol):
         try:
             if cfg.health_path is not None and request.path == cfg.health_path:
                 response: Response | None = cable.health(request.method)
+            elif cfg.metrics_path is not None and request.path == cfg.metrics_path:
+                response = cable.metrics()
             elif self.server.http_handler is not None:
                 response = await self.server.http_handler(request)
             else:
