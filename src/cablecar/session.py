@@ -183,12 +183,13 @@ class Session:
         if logger.isEnabledFor(logging.INFO):
             request = self.request
             logger.info(
-                "%s: Started GET %r [WebSocket] for %s; successfully upgraded to WebSocket "
-                "(protocol %s)",
+                '%s: Started GET "%s" [WebSocket] for %s',
                 self,
                 request.path,
                 request.client[0] if request.client else "?",
-                self.subprotocol,
+            )
+            logger.info(
+                "%s: Successfully upgraded to WebSocket (protocol %s)", self, self.subprotocol
             )
         self._enqueue(_OPEN)
 
@@ -231,6 +232,7 @@ class Session:
     def peer_closing(self) -> None:
         """The client sent a close frame: nothing more is sent to it."""
         if self.state < State.CLOSING:
+            self.runtime.stats.closed["client"] += 1
             self.state = State.CLOSING
 
     def _detach(self) -> None:
@@ -584,7 +586,7 @@ class Session:
             await self._unsubscribe(sub)
         self.subscriptions.clear()
         connection = self.connection
-        logger.info("%s: Finished %r [WebSocket]", self, self.request.path)
+        logger.info('%s: Finished "%s" [WebSocket]', self, self.request.path)
         if connection is not None and instrumentation.active("disconnect"):
             instrumentation.emit("disconnect", {"connection": connection})
         if connection is not None and self.welcomed:

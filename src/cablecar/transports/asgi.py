@@ -213,6 +213,7 @@ class ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         """Start the cable with a host app and stop it after: ``FastAPI(lifespan=...)``."""
+        _show_logs()
         await self.cable.start()
         try:
             yield
@@ -227,6 +228,7 @@ class ASGIApp:
 
     async def _ensure_started(self) -> None:
         if self.cable.state is CableState.NEW:
+            _show_logs()
             await self.cable.start()
 
     # -- WebSocket ----------------------------------------------------------------------
@@ -331,6 +333,7 @@ class ASGIApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    _show_logs()
                     await self.cable.start()
                 except Exception as exc:
                     logger.exception("the cable failed to start")
@@ -399,6 +402,7 @@ class CableMiddleware:
             kind = message["type"]
             if kind == "lifespan.startup.complete":
                 try:
+                    _show_logs()
                     await self.cable.start()
                 except Exception as exc:
                     logger.exception("the cable failed to start")
@@ -489,3 +493,17 @@ def _replay(seen: list[Message], receive: Receive) -> Receive:
         return pending.popleft() if pending else await receive()
 
     return recv
+
+
+def _show_logs() -> None:
+    """Under an ASGI server that configures only its own loggers (uvicorn, Granian),
+    cablecar's records would reach Python's last-resort handler: WARNING and up, with no
+    level or logger name. When nobody configured logging, show them at INFO, with both."""
+    root = logging.getLogger()
+    ours = logging.getLogger("cablecar")
+    if root.handlers or ours.handlers or ours.level != logging.NOTSET:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
