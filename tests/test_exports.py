@@ -58,7 +58,7 @@ def test_cable_shows_a_small_face() -> None:
         "start", "stop", "state", "running", "wait_live",
         # broadcasting and connections
         "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
-        "statistics", "open_connections_statistics", "streams", "presence",
+        "statistics", "open_connections_statistics", "streams", "presence", "figures", "metrics",
         # for transports (cablecar.transport)
         "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from cablecar import Cable, Channel, _json
-from cablecar.transports.standalone import server as standalone
+from cablecar.transports.standalone import websocket as standalone
 
 from .conftest import TIMEOUT
 

@@ -1,0 +1,414 @@
+"""One client socket of the standalone server: an ``asyncio.Protocol`` from the HTTP
+upgrade to the close handshake; also the session's :class:`~cablecar.transport.Sink`.
+
+Invariants:
+
+1. Before the upgrade completes a socket holds at most ``max_header_size`` (plus
+   ``max_http_body`` for plain requests) bytes and lives at most
+   ``handshake_timeout`` seconds.
+2. After it, the socket's output goes straight to the transport: a broadcast is one
+   ``transport.write`` of a frame built once for every recipient. The transport's
+   high-water mark is ``max_pending_output``: passing it (``pause_writing``) cuts the
+   client as a slow consumer, so a stalled client cannot grow the server's memory.
+3. Every socket is closed within ``close_timeout`` of the server deciding to close
+   it, whether or not the client cooperates; nothing is written after a close frame.
+4. Input is bounded too: the frame parser never buffers more than one message of
+   ``max_message_size``; the session pauses reading while its command queue holds
+   more than that; pings are answered once per read (the last one, as RFC 6455
+   allows), so a ping flood costs one pong per read, not one per ping.
+5. Sockets still in their handshake are capped at ``max_connections`` as well: past
+   that, new ones are closed at once, unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from ... import _json
+from ...http import Request, Response
+from ...protocol import DisconnectReason, parse_subprotocols
+from ...transport import SessionPort
+from .framing import (
+    CloseCode,
+    FrameError,
+    FrameParser,
+    Opcode,
+    build_close,
+    build_frame,
+    parse_close,
+    text_frame,
+)
+from .http import (
+    HandshakeError,
+    RequestHead,
+    build_response,
+    build_switching_protocols,
+    parse_head,
+    validate_upgrade,
+)
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__: list[str] = []  # used by .server only
+
+logger = logging.getLogger("cablecar.transports.standalone")
+
+
+class _Socket(asyncio.Protocol):
+    """One client socket; also the session's :class:`~cablecar.transport.Sink`."""
+
+    __slots__ = (
+        "_buf",
+        "_closer",
+        "_parser",
+        "_paused_reading",
+        "_timer",
+        "closing",
+        "server",
+        "session",
+        "transport",
+    )
+
+    prepare: ClassVar[Callable[[bytes], bytes]] = staticmethod(text_frame)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: SessionPort | None = None
+        self._buf = b""
+        self._parser: FrameParser | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closer: asyncio.TimerHandle | None = None
+        self._paused_reading = False
+        self.closing = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but quack like one.
+        self.transport = cast(asyncio.Transport, transport)
+        server = self.server
+        cfg = server.cable.config
+        if len(server._sockets) - server.cable.socket_count >= cfg.max_connections:
+            # A flood of sockets that never upgrade: refuse without reading anything.
+            self.closing = True
+            server._refused_handshakes += 1
+            if server._refused_handshakes == 1 or server._refused_handshakes % 1000 == 0:
+                logger.warning(
+                    "refused %d sockets so far: %d still in their handshake (max_connections)",
+                    server._refused_handshakes,
+                    len(server._sockets) - server.cable.socket_count,
+                )
+            self.transport.abort()
+            return
+        self.transport.set_write_buffer_limits(high=cfg.max_pending_output)
+        server._sockets[self] = None
+        self._timer = server.loop.call_later(cfg.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if self.closing:
+            # Input is read only to reach the client's close frame or EOF.
+            if parser is not None and not parser.failed and self.transport is not None:
+                try:
+                    frames = parser.feed(data)
+                except FrameError:
+                    return
+                if any(f.opcode == Opcode.CLOSE for f in frames):
+                    self.transport.close()  # closing handshake complete
+            return
+        if parser is None:
+            self._handshake_data(data)
+            return
+        try:
+            frames = parser.feed(data)
+        except FrameError as exc:
+            self._protocol_error(exc.code, exc.reason)
+            return
+        session = self.session
+        assert session is not None
+        ping: bytes | None = None
+        for frame in frames:
+            op = frame.opcode
+            if op == Opcode.TEXT:
+                session.receive(frame.payload)
+            elif op == Opcode.PING:
+                ping = frame.payload  # answered once, below (RFC 6455 5.5.3)
+            elif op == Opcode.CLOSE:
+                self._peer_closed(frame.payload)
+                return
+            elif op == Opcode.BINARY:
+                session.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
+            # PONG: nothing to do
+        if ping is not None:
+            self._write(build_frame(Opcode.PONG, ping))
+        if parser.failed:  # a violation after the frames above
+            try:
+                parser.feed(b"")
+            except FrameError as exc:
+                self._protocol_error(exc.code, exc.reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (self._timer, self._closer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._closer = None
+        self.closing = True
+        self.server._sockets.pop(self, None)
+        if self.session is not None:
+            self.session.transport_closed()
+
+    def pause_writing(self) -> None:
+        # Called from inside transport.write(): defer, the hub may be iterating.
+        if self.session is not None and not self.closing:
+            self.server.loop.call_soon(self.session.too_slow)
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- Sink -------------------------------------------------------------------------
+
+    def send_prepared(self, wire: bytes) -> None:
+        # Hot path: one buffered write; no JSON, no framing, no await. Nothing may
+        # follow our close frame (pings still reach sessions that are closing).
+        if not self.closing:
+            self.transport.write(wire)  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (the session's queue is full)."""
+        if not self.closing and self.transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+        if not self.closing and self.transport is not None and self._paused_reading:
+            self._paused_reading = False
+            self.transport.resume_reading()
+
+    def send(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(text_frame(data))  # type: ignore[union-attr]
+
+    def close(self, code: int = CloseCode.NORMAL) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.write(build_close(code))
+        self._linger()
+
+    def _linger(self, timeout: float | None = None) -> None:
+        """Finish a socket whose last bytes are written: send FIN once they are
+        flushed, then read and drop whatever the client still sends until its EOF,
+        ``close_timeout`` at most. Closing with unread input would make the kernel
+        answer with a reset, and the client could lose our last frames with it."""
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            if self._paused_reading:
+                transport.resume_reading()
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:  # pragma: no cover - TCP transports can
+                transport.close()
+        except (OSError, RuntimeError):
+            transport.close()
+        if self._closer is not None:
+            self._closer.cancel()
+        self._closer = self.server.loop.call_later(
+            self.server.cable.config.close_timeout if timeout is None else timeout, self._abort
+        )
+
+    def eof_received(self) -> bool | None:
+        # The client is done sending: close our side too (after flushing).
+        return None
+
+    # -- handshake --------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self._buf + data
+        cfg = self.server.cable.config
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > cfg.max_header_size:
+                self._http_error(431, "request head too large")
+            else:
+                self._buf = buf
+            return
+        if end > cfg.max_header_size:
+            self._http_error(431, "request head too large")
+            return
+        try:
+            head = parse_head(buf[:end])
+        except HandshakeError as exc:
+            self._http_error(exc.status, exc.reason, exc.headers)
+            return
+        rest = buf[end + 4 :]
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        client = (
+            (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        )
+        request = Request(head.method, head.path, head.query_string, head.headers, client)
+        if head.path == cfg.mount_path or head.path == cfg.mount_path + "/":
+            self._buf = b""
+            self._upgrade(head, request, rest)
+            return
+        # A plain HTTP request: wait for its body, then answer and close.
+        length_text = head.headers.get("content-length", "0")
+        if "transfer-encoding" in head.headers:
+            self._http_error(411, "chunked bodies are not accepted; send Content-Length")
+            return
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._http_error(400, "bad Content-Length")
+            return
+        if length > cfg.max_http_body:
+            self._http_error(413, "request body too large")
+            return
+        if len(rest) < length:
+            self._buf = buf
+            return
+        request.body = rest[:length]
+        self._buf = b""
+        self._cancel_timer()
+        self.closing = True  # nothing more is read from this socket
+        self.server._spawn(self._answer_http(request))
+
+    def _upgrade(self, head: RequestHead, request: Request, rest: bytes) -> None:
+        cable = self.server.cable
+        try:
+            key = validate_upgrade(head)
+        except HandshakeError as exc:
+            self._http_error(exc.status, exc.reason, exc.headers)
+            return
+        refusal = cable.admit(request)
+        if refusal is not None:
+            self._http_error(refusal.status, refusal.reason, refusal.headers)
+            return
+        self._cancel_timer()
+        subprotocol = cable.choose_subprotocol(
+            parse_subprotocols(request.headers.get("sec-websocket-protocol"))
+        )
+        assert self.transport is not None
+        self.transport.write(build_switching_protocols(key, subprotocol))
+        self._parser = FrameParser(cable.config.max_message_size)
+        self.session = cable.open_session(self, request, subprotocol)
+        self.session.start()
+        if rest:
+            self.data_received(rest)
+
+    async def _answer_http(self, request: Request) -> None:
+        cable = self.server.cable
+        cfg = cable.config
+        head_only = request.method == "HEAD"
+        try:
+            if cfg.health_path is not None and request.path == cfg.health_path:
+                response: Response | None = cable.health(request.method)
+            elif cfg.metrics_path is not None and request.path == cfg.metrics_path:
+                response = cable.metrics()
+            elif self.server.http_handler is not None:
+                response = await self.server.http_handler(request)
+            else:
+                response = None
+            if response is None:
+                response = Response("not found\n", 404)
+        except Exception:
+            logger.exception("http_handler raised for %s %s", request.method, request.path)
+            response = Response("internal server error\n", 500)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                build_response(
+                    response.status,
+                    response.body,
+                    response.content_type,
+                    response.headers,
+                    head_only,
+                )
+            )
+            self.transport.close()
+
+    # -- closing ----------------------------------------------------------------------
+
+    def _http_error(
+        self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._cancel_timer()
+        self.closing = True
+        if self.transport is not None:
+            if status not in (403, 408, 503):  # those log their own line
+                peer = self.transport.get_extra_info("peername")
+                logger.warning(
+                    "refused an HTTP request from %s: %d %s",
+                    _peer(peer),
+                    status,
+                    reason,
+                    extra={"cablecar_kind": f"http_{status}"},
+                )
+            body = _json.dumps({"error": reason})
+            self.transport.write(build_response(status, body, "application/json", headers))
+            self._linger(min(self.server.cable.config.close_timeout, 2.0))
+
+    def _protocol_error(self, code: int, reason: str) -> None:
+        session = self.session
+        assert session is not None
+        session.warn_once(f"frame_{code}", "closing with code %d: %s", code, reason)
+        why = (
+            DisconnectReason.MESSAGE_TOO_BIG
+            if code == CloseCode.MESSAGE_TOO_BIG
+            else DisconnectReason.INVALID_REQUEST
+        )
+        session.close(why, True, code)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        code, _reason = parse_close(payload)
+        if self.transport is None:
+            return
+        if not self.closing:
+            self.closing = True
+            self.transport.write(build_close(CloseCode.NORMAL if code == 1005 else code))
+            # Both close frames are out: close after flushing (bounded by close_timeout).
+            self.transport.close()
+            self._closer = self.server.loop.call_later(
+                self.server.cable.config.close_timeout, self._abort
+            )
+        if self.session is not None:
+            self.session.peer_closing()  # the client is leaving; nothing more to send
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self._parser is None and not self.closing:
+            logger.info(
+                "closing a socket that sent no complete request in %ss",
+                self.server.cable.config.handshake_timeout,
+            )
+            self._http_error(408, "request timeout")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _abort(self) -> None:
+        self._closer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _write(self, data: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+
+def _peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
