@@ -99,6 +99,9 @@ _MAX_QUEUED = 10_000
 #: before live broadcasts flow again without it.
 _RESUME_HOLD = 5.0
 
+#: Seconds between confirm_subscription and the backlog of a subscribe with history.
+_REPLAY_AFTER_CONFIRM = 0.02
+
 #: Previous sids remembered per session (``exclude_socket`` across resumes).
 _LINEAGE = 8
 
@@ -725,6 +728,10 @@ class Session:
             runtime.save_session(self)
         if replay:
             assert history is not None
+            # The official client maps the identifier only once it has handled the
+            # confirmation: a confirm_history in the same read would be dropped (its
+            # messages are kept). Answer in a later write; live broadcasts are held.
+            await asyncio.sleep(_REPLAY_AFTER_CONFIRM)
             await self._replay(sub, history)
         if presence is not None and self.ext:
             await self.presence_join(sub, *presence)
