@@ -49,6 +49,7 @@ from nats.errors import ConnectionClosedError, MaxPayloadError, NoServersError, 
 from nats.errors import Error as NatsError
 
 from ..errors import AdapterError, ConfigurationError
+from ._listener import prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
 __all__ = ["NatsPubSub", "subject_for"]
@@ -81,13 +82,6 @@ def subject_for(name: str) -> str:
     if len(token) > _MAX_TOKEN:
         return "%H" + hashlib.sha256(raw).hexdigest()
     return token
-
-
-def _describe(url: str) -> str:
-    """``url`` without credentials, for log lines."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}"
 
 
 def _valid_server(url: str) -> bool:
@@ -132,10 +126,11 @@ class NatsPubSub:
     ) -> None:
         servers = [s.strip() for s in url.split(",") if s.strip()]
         if not servers or not all(_valid_server(s) for s in servers):
-            raise ConfigurationError(f"bad NATS URL {_describe(url)!r}: expected nats://host:port")
+            raise ConfigurationError(f"bad NATS URL {redact_url(url)!r}: expected nats://host:port")
+        self.url = url
         self._servers = servers
-        self._where = ", ".join(_describe(s) for s in servers)
-        self._prefix = f"{channel_prefix}:" if channel_prefix else ""
+        self._where = redact_url(url).replace(",", ", ")
+        self._prefix = prefix_for(channel_prefix)
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
         self._reconnect_time_wait = reconnect_time_wait
@@ -395,10 +390,4 @@ class NatsPubSub:
             )
 
     def _deliver(self, stream: str, payload: bytes) -> None:
-        handler = self._on_message
-        if handler is None:
-            return
-        try:
-            handler(stream, payload)
-        except Exception:
-            logger.exception("message handler failed for stream %r", stream)
+        safe_deliver(self._on_message, stream, payload, logger)

@@ -48,12 +48,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import select
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -61,6 +60,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import AdapterError, ConfigurationError
+from ._listener import Listener, prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
 __all__ = ["MAX_CHANNEL_BYTES", "NOTIFY_LIMIT", "TABLE", "PostgresPubSub", "channel_for"]
@@ -133,13 +133,6 @@ def _oneline(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _describe(url: str) -> str:
-    """``url`` without credentials, for log lines."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
 class PostgresPubSub:
     """PostgreSQL LISTEN/NOTIFY, with names over 63 bytes and payloads over 8000 bytes.
 
@@ -174,7 +167,8 @@ class PostgresPubSub:
         max_reconnect_delay: float = 5.0,
         retention: float = 60.0,
     ) -> None:
-        self._where = _describe(url)
+        self.url = url
+        self._where = redact_url(url)
         try:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -186,11 +180,9 @@ class PostgresPubSub:
             "client_encoding": "utf8",
             "application_name": "cablecar",
         }
-        self._prefix = f"{channel_prefix}:" if channel_prefix else ""
+        self._prefix = prefix_for(channel_prefix)
         self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
-        self._reconnect_delay = reconnect_delay
-        self._max_reconnect_delay = max_reconnect_delay
         self._retention = retention
 
         self._on_message: MessageHandler | None = None
@@ -199,8 +191,18 @@ class PostgresPubSub:
         self._changed: set[str] = set()  # channels to reconcile on the next pass
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
+        self._listener: Listener[psycopg.AsyncConnection[Any]] = Listener(
+            "PostgreSQL",
+            url,
+            logger,
+            connect=self._connect_listener,
+            serve=self._serve,
+            discard=self._discard,
+            errors=_ERRORS,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+            describe=_oneline,
+        )
         # Notifications queued behind a large payload being fetched (keeps order).
         self._backlog: deque[tuple[str, str]] = deque()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -220,8 +222,8 @@ class PostgresPubSub:
         """
         self._on_message = on_message
         self._ensure_supervisor()
-        assert self._first_attempt is not None
-        await asyncio.shield(self._first_attempt)
+        assert self._listener.first_attempt is not None
+        await asyncio.shield(self._listener.first_attempt)
 
     async def subscribe(self, stream: str) -> None:
         """LISTEN to ``stream``; return once the LISTEN has completed.
@@ -285,10 +287,10 @@ class PostgresPubSub:
         if self._closed:
             return
         self._closed = True
-        for task in (self._supervisor, self._dispatcher):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+        await self._listener.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.wait([self._dispatcher])
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -360,97 +362,27 @@ class PostgresPubSub:
     def _ensure_supervisor(self) -> None:
         if self._closed:
             raise AdapterError("the PostgreSQL adapter is closed")
-        if self._supervisor is None:
-            loop = asyncio.get_running_loop()
-            self._first_attempt = loop.create_future()
-            self._supervisor = loop.create_task(
-                self._supervise(), name="cablecar-postgres-listener"
-            )
+        self._listener.start("cablecar-postgres-listener")
 
-    def _first_attempt_done(self) -> None:
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_result(None)
+    async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
 
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self._max_reconnect_delay, self._reconnect_delay * 2.0**attempt)
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    async def _supervise(self) -> None:
-        attempt = 0
-        down_since: float | None = None
-        ever_connected = False
+    async def _serve(
+        self, conn: psycopg.AsyncConnection[Any], ready: Callable[[int], None]
+    ) -> None:
         try:
-            while True:
-                try:
-                    conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
-                except _ERRORS as exc:
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        logger.warning(
-                            "cannot reach PostgreSQL at %s (%s); retrying in the background, "
-                            "subscriptions wait until it is up",
-                            self._where,
-                            _oneline(exc),
-                        )
-                    else:
-                        logger.debug(
-                            "PostgreSQL at %s still unreachable: %s", self._where, _oneline(exc)
-                        )
-                    self._first_attempt_done()
-                    await asyncio.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-
-                try:
-                    self._listening.clear()
-                    self._changed.update(self._channels)
-                    count = await self._reconcile(conn)
-                    if down_since is not None and ever_connected:
-                        logger.info(
-                            "reconnected to PostgreSQL at %s after %.1f s; %d streams resubscribed",
-                            self._where,
-                            time.monotonic() - down_since,
-                            count,
-                        )
-                    elif down_since is not None:
-                        logger.info("connected to PostgreSQL at %s", self._where)
-                    else:
-                        logger.debug("listening on PostgreSQL at %s", self._where)
-                    down_since = None
-                    attempt = 0
-                    ever_connected = True
-                    self._first_attempt_done()
-                    await self._listen(conn)
-                except Exception as exc:
-                    # Any failure of the connection (a bug included) must not end the
-                    # listener: log it and reconnect.
-                    if not isinstance(exc, _ERRORS):
-                        logger.error("PostgreSQL listener failed", exc_info=exc)
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        logger.warning(
-                            "lost connection to PostgreSQL at %s (%s); reconnecting. "
-                            "Messages published until the listener is back are lost",
-                            self._where,
-                            _oneline(exc),
-                        )
-                    else:
-                        logger.debug(
-                            "PostgreSQL at %s dropped the connection again: %s",
-                            self._where,
-                            _oneline(exc),
-                        )
-                finally:
-                    self._listening.clear()
-                    try:
-                        await conn.close()
-                    except _ERRORS:
-                        pass
-                self._first_attempt_done()
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
+            self._listening.clear()
+            self._changed.update(self._channels)
+            ready(await self._reconcile(conn))
+            await self._listen(conn)
         finally:
-            self._first_attempt_done()
+            self._listening.clear()
+
+    async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await conn.close()
+        except _ERRORS:
+            pass
 
     async def _reconcile(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """LISTEN/UNLISTEN what changed; wake the waiters whose channel is live.
@@ -538,13 +470,7 @@ class PostgresPubSub:
             self._dispatcher = None
 
     def _deliver(self, stream: str, payload: bytes) -> None:
-        handler = self._on_message
-        if handler is None:
-            return
-        try:
-            handler(stream, payload)
-        except Exception:
-            logger.exception("message handler failed for stream %r", stream)
+        safe_deliver(self._on_message, stream, payload, logger)
 
 
 def _dead_while_idle(conn: psycopg.AsyncConnection[Any]) -> bool:

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
@@ -45,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import AdapterError, ConfigurationError
+from ._listener import Listener, prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
 __all__ = ["RedisPubSub"]
@@ -55,13 +54,6 @@ _ERRORS = (RedisError, OSError)
 # One pipelined round trip carries at most this many publishes / payload bytes.
 _BATCH_COUNT = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
-
-
-def _describe(url: str) -> str:
-    """``url`` without credentials, for log lines."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 class _Link:
@@ -123,8 +115,9 @@ class RedisPubSub:
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 5.0,
     ) -> None:
-        self._where = _describe(url)
-        self._prefix = f"{channel_prefix}:" if channel_prefix else ""
+        self.url = url
+        self._where = redact_url(url)
+        self._prefix = prefix_for(channel_prefix)
         self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
         self._reconnect_delay = reconnect_delay
@@ -152,8 +145,17 @@ class RedisPubSub:
         self._channels: dict[bytes, str] = {}
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._link: _Link | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
+        self._listener: Listener[Any] = Listener(
+            "Redis",
+            url,
+            logger,
+            connect=self._connect_listener,
+            serve=self._serve,
+            discard=self._discard,
+            errors=_ERRORS,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+        )
         self._closed = False
 
     # -- the adapter contract ----------------------------------------------------------
@@ -166,8 +168,8 @@ class RedisPubSub:
         """
         self._on_message = on_message
         self._ensure_supervisor()
-        assert self._first_attempt is not None
-        await asyncio.shield(self._first_attempt)
+        assert self._listener.first_attempt is not None
+        await asyncio.shield(self._listener.first_attempt)
 
     async def subscribe(self, stream: str) -> None:
         """Subscribe to ``stream``; return once Redis has acknowledged the SUBSCRIBE.
@@ -230,10 +232,7 @@ class RedisPubSub:
         if self._closed:
             return
         self._closed = True
-        supervisor = self._supervisor
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.wait([supervisor])
+        await self._listener.stop()
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.wait([self._writer])
@@ -321,105 +320,40 @@ class RedisPubSub:
     def _ensure_supervisor(self) -> None:
         if self._closed:
             raise AdapterError("the Redis adapter is closed")
-        if self._supervisor is None:
-            self._first_attempt = asyncio.get_running_loop().create_future()
-            self._supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(), name="cablecar-redis-listener"
-            )
+        self._listener.start("cablecar-redis-listener")
 
-    def _first_attempt_done(self) -> None:
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_result(None)
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self._max_reconnect_delay, self._reconnect_delay * 2.0**attempt)
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    async def _supervise(self) -> None:
-        attempt = 0
-        down_since: float | None = None  # set while the listener is not connected
-        ever_connected = False
+    async def _connect_listener(self) -> Any:
+        # redis-py leaves make_connection unannotated.
+        conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
         try:
-            while True:
-                # redis-py leaves make_connection unannotated.
-                conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
-                try:
-                    await conn.connect()
-                except _ERRORS as exc:
-                    await self._discard(conn)
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        logger.warning(
-                            "cannot reach Redis at %s (%s); retrying in the background, "
-                            "subscriptions wait until it is up",
-                            self._where,
-                            exc,
-                        )
-                    else:
-                        logger.debug("Redis at %s still unreachable: %s", self._where, exc)
-                    self._first_attempt_done()
-                    await asyncio.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
+            await conn.connect()
+        except _ERRORS:
+            await self._discard(conn)
+            raise
+        return conn
 
-                link = _Link(conn)
-                self._link = link
-                reader = asyncio.get_running_loop().create_task(self._read(link))
-                try:
-                    channels = list(self._channels)
-                    link.resubscribing.update(channels)
-                    if channels:
-                        await self._send(link, b"SUBSCRIBE", *channels)
-                    else:
-                        link.resubscribed.set()
-                    settled = asyncio.ensure_future(link.resubscribed.wait())
-                    await asyncio.wait([reader, settled], return_when=asyncio.FIRST_COMPLETED)
-                    settled.cancel()
-                    if not reader.done():
-                        if down_since is not None and ever_connected:
-                            logger.info(
-                                "reconnected to Redis at %s after %.1f s; %d streams resubscribed",
-                                self._where,
-                                time.monotonic() - down_since,
-                                len(channels),
-                            )
-                        elif down_since is not None:
-                            logger.info("connected to Redis at %s", self._where)
-                        else:
-                            logger.debug("listening on Redis at %s", self._where)
-                        down_since = None
-                        attempt = 0
-                        ever_connected = True
-                        self._first_attempt_done()
-                    await reader  # returns only by raising: the connection failed
-                except Exception as exc:
-                    # Any failure of the link (a bug included) must not end the
-                    # listener: log it and reconnect.
-                    if not isinstance(exc, _ERRORS):
-                        logger.error("Redis listener failed", exc_info=exc)
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        logger.warning(
-                            "lost connection to Redis at %s (%s); reconnecting. Messages "
-                            "published until the listener is back are lost",
-                            self._where,
-                            exc,
-                        )
-                    else:
-                        logger.debug(
-                            "Redis at %s dropped the connection again: %s", self._where, exc
-                        )
-                finally:
-                    if self._link is link:
-                        self._link = None
-                    reader.cancel()
-                    await asyncio.wait([reader])
-                    await self._discard(conn)
-                self._first_attempt_done()
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
+    async def _serve(self, conn: Any, ready: Callable[[int], None]) -> None:
+        link = _Link(conn)
+        self._link = link
+        reader = asyncio.get_running_loop().create_task(self._read(link))
+        try:
+            channels = list(self._channels)
+            link.resubscribing.update(channels)
+            if channels:
+                await self._send(link, b"SUBSCRIBE", *channels)
+            else:
+                link.resubscribed.set()
+            settled = asyncio.ensure_future(link.resubscribed.wait())
+            await asyncio.wait([reader, settled], return_when=asyncio.FIRST_COMPLETED)
+            settled.cancel()
+            if not reader.done():
+                ready(len(channels))
+            await reader  # returns only by raising: the connection failed
         finally:
-            self._first_attempt_done()
+            if self._link is link:
+                self._link = None
+            reader.cancel()
+            await asyncio.wait([reader])
 
     async def _read(self, link: _Link) -> None:
         conn = link.conn
@@ -450,13 +384,8 @@ class RedisPubSub:
 
     def _dispatch(self, channel: bytes, payload: bytes) -> None:
         stream = self._channels.get(channel)
-        handler = self._on_message
-        if stream is None or handler is None:
-            return
-        try:
-            handler(stream, payload)
-        except Exception:
-            logger.exception("message handler failed for stream %r", stream)
+        if stream is not None:
+            safe_deliver(self._on_message, stream, payload, logger)
 
     def _acknowledged(self, link: _Link, channel: bytes) -> None:
         left = link.inflight.get(channel, 0) - 1

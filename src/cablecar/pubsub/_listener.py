@@ -1,0 +1,199 @@
+"""What every network adapter shares: the listener's reconnect loop, its log lines,
+backoff, the guarded handler call and the stream-name prefix.
+
+Invariants:
+
+1. One task (``Listener.run``) owns an adapter's listening connection: it connects,
+   lets the adapter resubscribe and serve, and when the connection fails reconnects
+   with exponential backoff and jitter. Nothing else reconnects.
+2. ``first_attempt`` completes after the first connection attempt, whether it
+   succeeded or not (``start`` returns then; the adapter keeps retrying), and always
+   when the loop ends.
+3. Any failure while serving (a bug included) is logged and followed by a reconnect:
+   the listener never ends by itself.
+
+Logging (the adapter's logger), the same words for every service: WARNING "cannot
+reach <Service> at <url>" at start and "lost connection to <Service> at <url>" when an
+established listener fails; INFO "reconnected to <Service> at <url> after N s; K streams
+resubscribed" (or "connected to ..." after a failed start) when it is back; DEBUG for
+each failed attempt in between; ERROR with a traceback for an unexpected exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from .._urls import redact_url
+from .base import MessageHandler
+
+__all__ = ["Listener", "prefix_for", "redact_url", "safe_deliver"]
+
+C = TypeVar("C")
+
+
+def prefix_for(channel_prefix: str | None) -> str:
+    """What goes before a stream name in the service: ``"<prefix>:"`` or nothing."""
+    return f"{channel_prefix}:" if channel_prefix else ""
+
+
+def safe_deliver(
+    handler: MessageHandler | None, stream: str, payload: bytes, logger: logging.Logger
+) -> None:
+    """Call the cable's handler; an exception is logged, never raised into the listener."""
+    if handler is None:
+        return
+    try:
+        handler(stream, payload)
+    except Exception:
+        logger.exception("message handler failed for stream %r", stream)
+
+
+class Listener(Generic[C]):
+    """The reconnect loop of one adapter (see the module docstring).
+
+    Args:
+        service: the service's name in log lines (``"Redis"``).
+        url: its URL (credentials are removed before logging).
+        logger: the adapter's logger.
+        connect: open a listening connection (raises one of ``errors`` when it cannot).
+        serve: resubscribe on the connection, call ``ready(streams)`` once that is done,
+            then listen until the connection fails (by raising).
+        discard: close a connection that failed (never raises).
+        errors: the exception types that mean "the service is unreachable".
+        describe: how an error reads in a log line.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        url: str,
+        logger: logging.Logger,
+        *,
+        connect: Callable[[], Awaitable[C]],
+        serve: Callable[[C, Callable[[int], None]], Awaitable[None]],
+        discard: Callable[[C], Awaitable[None]],
+        errors: tuple[type[BaseException], ...],
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+        describe: Callable[[BaseException], str] = str,
+    ) -> None:
+        self.service = service
+        self.where = redact_url(url)
+        self.logger = logger
+        self._connect = connect
+        self._serve = serve
+        self._discard = discard
+        self._errors = errors
+        self._delay = reconnect_delay
+        self._max_delay = max_reconnect_delay
+        self._describe = describe
+        self._task: asyncio.Task[None] | None = None
+        self.first_attempt: asyncio.Future[None] | None = None
+        self._attempt = 0
+        self._down_since: float | None = None
+        self._ever_connected = False
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    def start(self, name: str) -> None:
+        """Start the loop (once)."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self.first_attempt = loop.create_future()
+            self._task = loop.create_task(self.run(), name=name)
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._first_attempt_done()
+
+    def _first_attempt_done(self) -> None:
+        if self.first_attempt is not None and not self.first_attempt.done():
+            self.first_attempt.set_result(None)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before reconnect attempt ``attempt``: exponential with jitter."""
+        delay = min(self._max_delay, self._delay * 2.0**attempt)
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def _ready(self, streams: int) -> None:
+        log = self.logger
+        if self._down_since is not None and self._ever_connected:
+            log.info(
+                "reconnected to %s at %s after %.1f s; %d streams resubscribed",
+                self.service,
+                self.where,
+                time.monotonic() - self._down_since,
+                streams,
+            )
+        elif self._down_since is not None:
+            log.info("connected to %s at %s", self.service, self.where)
+        else:
+            log.debug("listening on %s at %s", self.service, self.where)
+        self._down_since = None
+        self._attempt = 0
+        self._ever_connected = True
+        self._first_attempt_done()
+
+    def _failed(self, exc: BaseException, *, connecting: bool) -> None:
+        log = self.logger
+        if not connecting and not isinstance(exc, self._errors):
+            log.error("%s listener failed", self.service, exc_info=exc)
+        text = self._describe(exc)
+        if self._down_since is not None:
+            verb = "still unreachable" if connecting else "dropped the connection again"
+            log.debug("%s at %s %s: %s", self.service, self.where, verb, text)
+            return
+        self._down_since = time.monotonic()
+        if connecting:
+            log.warning(
+                "cannot reach %s at %s (%s); retrying in the background, "
+                "subscriptions wait until it is up",
+                self.service,
+                self.where,
+                text,
+            )
+        else:
+            log.warning(
+                "lost connection to %s at %s (%s); reconnecting. Messages published "
+                "until the listener is back are lost",
+                self.service,
+                self.where,
+                text,
+            )
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    conn = await self._connect()
+                except self._errors as exc:
+                    self._failed(exc, connecting=True)
+                else:
+                    try:
+                        await self._serve(conn, self._ready)
+                    except Exception as exc:
+                        self._failed(exc, connecting=False)
+                    finally:
+                        await self._discard(conn)
+                self._first_attempt_done()
+                await asyncio.sleep(self.backoff(self._attempt))
+                self._attempt += 1
+        finally:
+            self._first_attempt_done()
+
+
+def describe_first_line(exc: BaseException) -> str:
+    """The first line of an error's text (drivers put hints on the next lines)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
