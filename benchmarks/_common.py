@@ -62,6 +62,7 @@ CABLECAR_KINDS = (
     "cablecar-workers2-redis",
     "cablecar-history",
     "cablecar-redis-history",
+    "cablecar-nometrics",
 )
 ALL_KINDS = CABLECAR_KINDS + ANCHOR_KINDS
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -483,12 +484,20 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            # The activity log (INFO: every connect, subscribe and action) is a choice
+            # of the operator; the benchmarks measure the server without it.
+            "--log-level",
+            "warning",
         ]
         if "-redis" in self.kind:
             cmd += ["--pubsub", self._start_redis()]
         if "workers2" in self.kind:
             cmd += ["--workers", "2"]
-        env = dict(os.environ, CABLE_HISTORY="1" if "history" in self.kind else "")
+        env = dict(
+            os.environ,
+            CABLE_HISTORY="1" if "history" in self.kind else "",
+            CABLE_METRICS="0" if "nometrics" in self.kind else "",
+        )
         self._proc = subprocess.Popen(
             cmd,
             cwd=REPO,

@@ -25,6 +25,7 @@ NAMES = {
     "cablecar-redis": "cablecar (Redis)",
     "cablecar-history": "cablecar, history=True",
     "cablecar-redis-history": "cablecar (Redis), history=True",
+    "cablecar-nometrics": "cablecar, metrics_path=None",
     "cablecar-workers2-redis": "cablecar --workers 2 (Redis)",
     "floor": "Python floor (uvloop, frame once)",
     "node": "Node ws",

@@ -2,6 +2,7 @@
 
     cablecar serve examples/conformance_app.py:cable --port 8080
     CABLE_HISTORY=1 cablecar serve ...     # with history=True (stream history, resumable sessions)
+    CABLE_METRICS=0 cablecar serve ...     # without /metrics
 
 Connection: identified by ?user=NAME; ?user=reject is refused (unauthorized); no user
 means an anonymous one. BenchmarkChannel streams "all" (actions echo and broadcast),
@@ -65,4 +66,5 @@ cable = Cable(
     # little over the 1 MiB default limit.
     max_message_size=2 * 1024 * 1024,
     history=os.environ.get("CABLE_HISTORY") == "1",
+    metrics_path=None if os.environ.get("CABLE_METRICS") == "0" else "/metrics",
 )

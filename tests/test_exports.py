@@ -59,6 +59,7 @@ def test_cable_shows_a_small_face() -> None:
         # broadcasting and connections
         "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
         "statistics", "open_connections_statistics", "streams", "presence", "figures", "metrics",
+        "ready",
         # for transports (cablecar.transport)
         "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip

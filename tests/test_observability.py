@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -87,6 +88,31 @@ async def test_metrics_count_what_clients_did(cablecar_server: Any, ws_connect: 
     )
     assert value(m, "cablecar_streams") == 1
     assert value(m, "cablecar_workers") == 1
+    assert value(m, "cablecar_publish_duration_seconds_count") == 5
+    assert value(m, "cablecar_delivery_latency_seconds_count") >= 1  # 1 broadcast in 64
+    assert value(m, "cablecar_pubsub_connected") == 1
+
+
+async def test_metrics_count_a_slow_consumer_cut(cablecar_server: Any) -> None:
+    """A client that never reads is cut as too slow: the scrape counts the cut and the
+    close reason."""
+    from .rawws import RawWS
+
+    cable = Cable(AppConnection, [ChatChannel], max_pending_output=64 * 1024)
+    server = await cablecar_server(cable)
+    port = int(server.url.split(":")[2].split("/")[0])
+    ws = await RawWS.open(port, "/cable?user=sloth", rcvbuf=4096)
+    ws.subscribe(ROOM)
+    await ws.recv_until(lambda m: m.get("type") == "confirm_subscription")
+    base = server.url.replace("ws://", "http://").replace("/cable", "")
+    async with asyncio.timeout(TIMEOUT * 2):
+        while True:
+            await cable.broadcast("chat_1", {"body": "x" * 32_000})
+            m = await asyncio.to_thread(scrape, base + "/metrics")
+            if value(m, "cablecar_slow_consumers_total") == 1:
+                break
+    assert value(m, "cablecar_connections_closed_total", reason="too_slow") == 1
+    ws.close()
 
 
 async def test_metrics_from_the_asgi_mount(ws_connect: ConnectWS) -> None:
@@ -286,3 +312,41 @@ def test_under_an_asgi_server_cablecar_logs_show_level_and_logger(
         proc.stop()  # SIGTERM: the server flushes its log as it stops
     text = log.read_text()
     assert "INFO:     cablecar.session: <connection seen from" in text, text[-2000:]
+
+
+@pytest.mark.services
+async def test_ready_turns_false_while_the_broker_is_down(cablecar_server: Any) -> None:
+    """/ready answers 503 while Redis is down (the server stays alive: /health 200), 200
+    again once the listener is back; the metrics count the reconnect."""
+    from .services import RedisServer
+
+    redis = RedisServer()
+    redis.start()
+    try:
+        cable = Cable(AppConnection, [ChatChannel], redis.url)
+        server = await cablecar_server(cable)
+        base = server.url.replace("ws://", "http://").replace("/cable", "")
+
+        def status(path: str) -> int:
+            try:
+                with urllib.request.urlopen(base + path, timeout=TIMEOUT) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        async def wait_ready(expected: int) -> None:
+            async with asyncio.timeout(TIMEOUT * 3):
+                while await asyncio.to_thread(status, "/ready") != expected:
+                    await asyncio.sleep(0.1)
+
+        await wait_ready(200)
+        redis.stop()
+        await wait_ready(503)
+        assert await asyncio.to_thread(status, "/health") == 200
+        redis.start()
+        await wait_ready(200)
+        m = await asyncio.to_thread(scrape, base + "/metrics")
+        assert value(m, "cablecar_pubsub_connected") == 1
+        assert value(m, "cablecar_pubsub_reconnects_total") == 1
+    finally:
+        redis.close()

@@ -8,26 +8,29 @@ from __future__ import annotations
 
 from collections import Counter
 
-__all__ = ["ACTION_BUCKETS", "ActionStats", "Stats"]
+__all__ = ["ACTION_BUCKETS", "LATENCY_BUCKETS", "ActionStats", "Stats"]
 
-#: Upper bounds (seconds) of the action duration histogram.
+#: Upper bounds (seconds) of the action and publish duration histograms.
 ACTION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Upper bounds (seconds) of the broadcast-to-write latency histogram.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class ActionStats:
-    """Count, total duration and histogram buckets of one channel action."""
+    """A histogram: count, total seconds and per-bucket counts (``bounds``)."""
 
-    __slots__ = ("buckets", "count", "total")
+    __slots__ = ("bounds", "buckets", "count", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: tuple[float, ...] = ACTION_BUCKETS) -> None:
+        self.bounds = bounds
         self.count = 0
         self.total = 0.0
-        self.buckets = [0] * len(ACTION_BUCKETS)
+        self.buckets = [0] * len(bounds)
 
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
-        for i, bound in enumerate(ACTION_BUCKETS):
+        for i, bound in enumerate(self.bounds):
             if seconds <= bound:
                 self.buckets[i] += 1
                 break

@@ -163,8 +163,8 @@ class Subscription:
         """``Channel.transmit``: the frame, a log line, the ``transmit`` event."""
         self.transmit(payload)
         channel = type(self.channel).__name__
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s: %s transmitting %s", self.session, channel, short(payload))
+        if logger.isEnabledFor(logging.DEBUG):  # Rails logs transmissions at DEBUG too
+            logger.debug("%s: %s transmitting %s", self.session, channel, short(payload))
         if instrumentation.active("transmit"):
             instrumentation.emit("transmit", {"channel": channel, "data": payload, "via": None})
 

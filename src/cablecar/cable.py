@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from . import _json, instrumentation
 from ._remote import RemoteConnections
 from ._runtime import Runtime
+from ._stats import ACTION_BUCKETS, LATENCY_BUCKETS, ActionStats
 from ._urls import redact_url
 from .channel import Channel
 from .config import CableConfig
@@ -65,6 +66,9 @@ logger = logging.getLogger("cablecar.cable")
 #: ``channel`` and ``action``.
 ErrorHook = Callable[[BaseException, dict[str, Any]], Any]
 
+#: One broadcast in this many carries its send time, for the latency histogram.
+_SAMPLE_EVERY = 64
+
 Origins = str | re.Pattern[str] | Iterable[str | re.Pattern[str]] | None
 
 
@@ -86,6 +90,7 @@ class CableSettings(TypedDict, total=False):
 
     mount_path: str
     health_path: str | None
+    ready_path: str | None
     metrics_path: str | None
     ping_interval: float
     max_message_size: int
@@ -175,6 +180,9 @@ class Cable:
         self._state = CableState.NEW
         self._start_lock: asyncio.Lock | None = None
         self._broadcasts_total = 0
+        #: How long publishing (history write included) took.
+        self._publish_stats = ActionStats()
+        self._sample = 1
 
     # -- configuration ------------------------------------------------------------------
 
@@ -366,11 +374,18 @@ class Cable:
         """
         payload = _json.dumps(message)
         self._broadcasts_total += 1
+        started = time.perf_counter()
         if instrumentation.active("broadcast"):
             instrumentation.emit("broadcast", {"stream": stream, "message": message, "cable": self})
+        self._sample -= 1
+        sent = 0.0
+        if not self._sample:  # one broadcast in _SAMPLE_EVERY carries its send time
+            self._sample = _SAMPLE_EVERY
+            sent = time.time()
         await self._pubsub.publish(
-            stream, await stamp(self._store, stream, payload, exclude_socket)
+            stream, await stamp(self._store, stream, payload, exclude_socket, sent)
         )
+        self._publish_stats.observe(time.perf_counter() - started)
 
     async def broadcast_to(self, channel: type[Channel], model: Any, message: Any) -> None:
         """``broadcast(channel.broadcasting_for(model), message)``."""
@@ -465,6 +480,19 @@ class Cable:
             "history_recoveries": dict(stats.history_recoveries),
             "presence_records": runtime.presence_records,
             "subscribes_in_flight": runtime.hub.subscribes_in_flight,
+            "pubsub_connected": int(self._pubsub.connected),
+            "pubsub_reconnects": self._pubsub.reconnects,
+            "publish": [
+                self._publish_stats.count,
+                self._publish_stats.total,
+                list(self._publish_stats.buckets),
+            ],
+            "delivery_latency": [
+                runtime.hub.latency.count,
+                runtime.hub.latency.total,
+                list(runtime.hub.latency.buckets),
+            ],
+            "history_entries": self._store.size() if self._store is not None else 0,
             "loop_lag": stats.loop_lag,
             "loop_lag_max": stats.loop_lag_max,
             "actions": {
@@ -550,6 +578,17 @@ class Cable:
             )
         return Response.json(self.statistics(), 200 if self.running else 503)
 
+    def ready(self) -> Response:
+        """The answer at ``ready_path``: 200 while running with the pub/sub listener
+        connected and no subscribe stuck on it; else 503 with the reason. A server whose
+        broker is down is alive (``/health``) but not ready."""
+        runtime = self._runtime
+        if runtime is None or not self.running:
+            return Response.json({"ready": False, "reason": self._state.value}, 503)
+        if not self._pubsub.connected:
+            return Response.json({"ready": False, "reason": "pub/sub unreachable"}, 503)
+        return Response.json({"ready": True}, 200)
+
     def asgi(self) -> ASGIApp:
         """An ASGI application serving this cable (mount it at ``/cable``)."""
         from .transports.asgi import ASGIApp
@@ -580,6 +619,11 @@ _EMPTY_FIGURES: dict[str, Any] = {
     "history_recoveries": {},
     "presence_records": 0,
     "subscribes_in_flight": 0,
+    "pubsub_connected": 0,
+    "pubsub_reconnects": 0,
+    "publish": [0, 0.0, [0] * len(ACTION_BUCKETS)],
+    "delivery_latency": [0, 0.0, [0] * len(LATENCY_BUCKETS)],
+    "history_entries": 0,
     "loop_lag": 0.0,
     "loop_lag_max": 0.0,
     "actions": {},

@@ -26,6 +26,9 @@ class CableConfig:
     mount_path: str = DEFAULT_MOUNT_PATH
     #: Path answering ``200 {"status":"ok",...}`` to plain GETs (``None`` to turn it off).
     health_path: str | None = "/health"
+    #: Readiness for load balancers and Kubernetes: 200 while the cable runs and its
+    #: pub/sub listener is connected, 503 otherwise (``None`` to turn it off).
+    ready_path: str | None = "/ready"
     #: Path serving Prometheus metrics (``None`` to turn it off); needs the
     #: ``prometheus_client`` package (``pip install 'cablecar[metrics]'``).
     metrics_path: str | None = "/metrics"

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _json
+from ._stats import LATENCY_BUCKETS, ActionStats
 from .history.base import ENVELOPE, unpack
 from .protocol.frames import data_frame, positioned_frame
 from .pubsub.base import PubSub
@@ -74,6 +76,8 @@ class Hub:
         #: Broadcast deliveries written (fast path) since start, and their JSON bytes.
         self.deliveries = 0
         self.bytes_out = 0
+        #: Seconds from ``cable.broadcast`` to the last socket write, sampled broadcasts.
+        self.latency = ActionStats(LATENCY_BUCKETS)
 
     # -- delivery (called by the adapter) --------------------------------------------------
 
@@ -85,9 +89,10 @@ class Hub:
         """
         offset = 0
         position = b""
+        sent = 0.0
         skip: Sink | None = None
         if payload and payload[0] == ENVELOPE:
-            offset, position, exclude, payload = unpack(payload)
+            offset, position, exclude, sent, payload = unpack(payload)
             if exclude is not None:
                 skip = self.sids.get(exclude)
         groups = self._groups.get(stream)
@@ -114,6 +119,8 @@ class Hub:
                 size += sent * len(frame)
             self.deliveries += n
             self.bytes_out += size
+            if sent:  # a sampled broadcast: how long from publish to the last write
+                self.latency.observe(max(0.0, time.time() - sent))
         held = self._held.get(stream)
         if held:
             for sub in list(held):

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._stats import ACTION_BUCKETS
+from ._stats import ACTION_BUCKETS, LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from .cable import Cable
@@ -189,6 +189,37 @@ def render(cable: Cable) -> bytes:
                 total["subscribes_in_flight"],
             )
             yield gauge(
+                "cablecar_pubsub_connected",
+                "Workers whose pub/sub listener is connected",
+                total["pubsub_connected"],
+            )
+            yield counter(
+                "cablecar_pubsub_reconnects",
+                "Times a pub/sub listener came back after losing the broker",
+                total["pubsub_reconnects"],
+            )
+            count, seconds, buckets = total["publish"]
+            publish = HistogramMetricFamily(
+                "cablecar_publish_duration_seconds",
+                "Broadcasts published by the cable and how long publishing took",
+                labels=[],
+            )
+            publish.add_metric([], _cumulative(buckets, count), seconds)
+            yield publish
+            count, seconds, buckets = total["delivery_latency"]
+            latency = HistogramMetricFamily(
+                "cablecar_delivery_latency_seconds",
+                "From cable.broadcast to the last socket write, one broadcast in 64",
+                labels=[],
+            )
+            latency.add_metric([], _cumulative(buckets, count, LATENCY_BUCKETS), seconds)
+            yield latency
+            yield gauge(
+                "cablecar_history_entries",
+                "Broadcasts kept for recovery (history=True; in-process store only)",
+                total["history_entries"],
+            )
+            yield gauge(
                 "cablecar_event_loop_lag_seconds", "Last measured loop lag", total["loop_lag"]
             )
             yield gauge(
@@ -201,15 +232,22 @@ def render(cable: Cable) -> bytes:
             )
             for key, (count, seconds, buckets) in sorted(total["actions"].items()):
                 channel, _, action = key.partition("#")
-                cumulative = []
-                running = 0
-                for bound, n in zip(ACTION_BUCKETS, buckets, strict=True):
-                    running += n
-                    cumulative.append((str(bound), running))
-                cumulative.append(("+Inf", count))
-                actions.add_metric([channel, action], cumulative, seconds)
+                actions.add_metric([channel, action], _cumulative(buckets, count), seconds)
             yield actions
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
     return generate_latest(registry)
+
+
+def _cumulative(
+    buckets: list[int], count: int, bounds: tuple[float, ...] = ACTION_BUCKETS
+) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (cumulative, ``+Inf`` last) from per-bucket counts."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip(bounds, buckets, strict=True):
+        running += n
+        out.append((str(bound), running))
+    out.append(("+Inf", count))
+    return out

@@ -90,36 +90,47 @@ class HistoryStore(Protocol):
         left with no session (``leave`` events due; each is returned once, to one
         caller, across every node)."""
 
+    def size(self) -> int:
+        """Broadcasts this store keeps in the process (0 when they live in a service)."""
+
     async def close(self) -> None:
         """Release connections."""
 
 
-def pack(offset: int, position: bytes, exclude: str | None, payload: bytes) -> bytes:
-    """The pub/sub payload of a positioned broadcast (or one that excludes a socket)."""
-    return b"\x1e%d\x1e%s\x1e%s\x1e%s" % (
+def pack(
+    offset: int, position: bytes, exclude: str | None, payload: bytes, sent: float = 0.0
+) -> bytes:
+    """The pub/sub payload of a positioned broadcast (or one that excludes a socket, or
+    one sampled for latency: ``sent`` is its ``time.time()`` at publishing)."""
+    return b"\x1e%d\x1e%s\x1e%s\x1e%s\x1e%s" % (
         offset,
         position,
         (exclude or "").encode(),
+        repr(sent).encode() if sent else b"",
         payload,
     )
 
 
-def unpack(data: bytes) -> tuple[int, bytes, str | None, bytes]:
-    """``(offset, position, exclude, payload)`` of an envelope made by :func:`pack`."""
-    _, offset, position, exclude, payload = data.split(_SEP, 4)
-    return int(offset), position, exclude.decode() or None, payload
+def unpack(data: bytes) -> tuple[int, bytes, str | None, float, bytes]:
+    """``(offset, position, exclude, sent, payload)`` of an envelope made by :func:`pack`."""
+    _, offset, position, exclude, sent, payload = data.split(_SEP, 5)
+    return int(offset), position, exclude.decode() or None, float(sent or 0), payload
 
 
 async def stamp(
-    store: HistoryStore | None, stream: str, payload: bytes, exclude: str | None
+    store: HistoryStore | None,
+    stream: str,
+    payload: bytes,
+    exclude: str | None,
+    sent: float = 0.0,
 ) -> bytes:
     """What to publish for a broadcast: stored and positioned when there is a store,
-    wrapped when it excludes a socket, else ``payload`` itself. The one publishing path
-    of ``Cable.broadcast`` and ``Broadcaster``."""
+    wrapped when it excludes a socket or is sampled for latency (``sent``), else
+    ``payload`` itself. The one publishing path of ``Cable.broadcast`` and ``Broadcaster``."""
     if store is not None:
         await store.start()
         offset = await store.append(stream, payload, exclude)
-        return pack(offset, position(stream, store.epoch, offset), exclude, payload)
-    if exclude is not None:
-        return pack(0, b"", exclude, payload)
+        return pack(offset, position(stream, store.epoch, offset), exclude, payload, sent)
+    if exclude is not None or sent:
+        return pack(0, b"", exclude, payload, sent)
     return payload

@@ -152,5 +152,8 @@ class MemoryStore:
                 del self._presence[stream]
         return gone
 
+    def size(self) -> int:
+        return sum(len(st.entries) for st in self._streams.values())
+
     async def close(self) -> None:
         pass

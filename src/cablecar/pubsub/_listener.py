@@ -97,6 +97,9 @@ class Listener(Generic[C]):
         self._attempt = 0
         self._down_since: float | None = None
         self._ever_connected = False
+        #: The listener serves a connection now; times it came back after a loss.
+        self.connected = False
+        self.reconnects = 0
 
     @property
     def started(self) -> bool:
@@ -128,7 +131,9 @@ class Listener(Generic[C]):
 
     def _ready(self, streams: int) -> None:
         log = self.logger
+        self.connected = True
         if self._down_since is not None and self._ever_connected:
+            self.reconnects += 1
             log.info(
                 "reconnected to %s at %s after %.1f s; %d streams resubscribed",
                 self.service,
@@ -146,6 +151,7 @@ class Listener(Generic[C]):
         self._first_attempt_done()
 
     def _failed(self, exc: BaseException, *, connecting: bool) -> None:
+        self.connected = False
         log = self.logger
         if not connecting and not isinstance(exc, self._errors):
             log.error("%s listener failed", self.service, exc_info=exc)

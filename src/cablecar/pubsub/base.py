@@ -48,3 +48,12 @@ class PubSub(Protocol):
 
     async def close(self) -> None:
         """Release every connection; the adapter cannot be used afterwards."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the listener is connected to the service now (``/ready`` and the
+        metrics say so)."""
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the listener came back after losing the service."""

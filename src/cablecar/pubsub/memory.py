@@ -34,6 +34,15 @@ class MemoryPubSub:
         if self._on_message is not None and stream in self._streams:
             self._on_message(stream, payload)
 
+    @property
+    def connected(self) -> bool:
+        """Always: there is no service to lose."""
+        return True
+
+    @property
+    def reconnects(self) -> int:
+        return 0
+
     async def close(self) -> None:
         self._on_message = None
         self._streams.clear()

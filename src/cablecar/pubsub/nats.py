@@ -145,6 +145,7 @@ class NatsPubSub:
         self._subs: dict[str, Subscription] = {}
         self._down_since: float | None = None
         self._ever_connected = False
+        self._reconnects = 0
         self._closed = False
 
     # -- the adapter contract ----------------------------------------------------------
@@ -284,6 +285,16 @@ class NatsPubSub:
         self._ever_connected = True
         self._connected.set()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected to NATS now."""
+        return self._connected.is_set() and not self._closed
+
+    @property
+    def reconnects(self) -> int:
+        """Times the client came back after losing NATS."""
+        return self._reconnects
+
     async def _client(self) -> Client:
         """The connected client, waiting (without bound) for the first connection."""
         task = self._ensure_connecting()
@@ -374,6 +385,7 @@ class NatsPubSub:
     async def _on_reconnected(self) -> None:
         since = self._down_since
         self._down_since = None
+        self._reconnects += 1
         self._connected.set()
         logger.info(
             "reconnected to NATS at %s after %.1f s; %d streams resubscribed",

@@ -359,6 +359,16 @@ class PostgresPubSub:
 
     # -- the listener ------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether the listener is connected now."""
+        return self._listener.connected
+
+    @property
+    def reconnects(self) -> int:
+        """Times the listener came back after losing the service."""
+        return self._listener.reconnects
+
     def _ensure_supervisor(self) -> None:
         if self._closed:
             raise AdapterError("the PostgreSQL adapter is closed")

@@ -317,6 +317,16 @@ class RedisPubSub:
     def _channel(self, stream: str) -> bytes:
         return (self._prefix + stream).encode("utf-8", "surrogatepass")
 
+    @property
+    def connected(self) -> bool:
+        """Whether the listener is connected now."""
+        return self._listener.connected
+
+    @property
+    def reconnects(self) -> int:
+        """Times the listener came back after losing the service."""
+        return self._listener.reconnects
+
     def _ensure_supervisor(self) -> None:
         if self._closed:
             raise AdapterError("the Redis adapter is closed")

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _json
 from .._remote import CONTROL_STREAM
+from ..history.base import unpack
 from ..pubsub.base import MessageHandler, PubSub
 
 __all__ = ["BroadcastLog", "RecordingPubSub", "normalize"]
@@ -40,10 +41,20 @@ class RecordingPubSub:
 
     async def publish(self, stream: str, payload: bytes) -> None:
         await self.adapter.publish(stream, payload)
+        if payload[:1] == b"\x1e":  # positioned, excluding or sampled: the message inside
+            payload = unpack(payload)[-1]
         self.log.record(stream, payload)
 
     async def close(self) -> None:
         await self.adapter.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.adapter.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self.adapter.reconnects
 
     def __getattr__(self, name: str) -> Any:
         # Adapter-specific attributes (``channel_prefix``, ...) read through.

@@ -307,10 +307,12 @@ class ASGIApp:
             headers = [(k.lower().encode(), v.encode()) for k, v in response.headers]
             await _respond(send, response.status, response.body, headers, head=method == "HEAD")
             return
-        metrics = cfg.metrics_path
-        if metrics is not None and path in (metrics, cfg.mount_path + metrics):
+        answers = {cfg.metrics_path: self.cable.metrics, cfg.ready_path: self.cable.ready}
+        answers.pop(None, None)
+        answer = answers.get(path) or answers.get(path.removeprefix(cfg.mount_path))
+        if answer is not None:
             await self._ensure_started()
-            response = self.cable.metrics()
+            response = answer()
             await _respond(
                 send,
                 response.status,

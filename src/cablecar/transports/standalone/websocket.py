@@ -316,6 +316,8 @@ class _Socket(asyncio.Protocol):
                 response: Response | None = cable.health(request.method)
             elif cfg.metrics_path is not None and request.path == cfg.metrics_path:
                 response = cable.metrics()
+            elif cfg.ready_path is not None and request.path == cfg.ready_path:
+                response = cable.ready()
             elif self.server.http_handler is not None:
                 response = await self.server.http_handler(request)
             else:
