@@ -190,7 +190,7 @@ async def test_activity_log_reads_like_rails(
     caplog.set_level(logging.INFO, logger="cablecar")
     cable = Cable(AppConnection, [ChatChannel])
     server = await cablecar_server(cable)
-    ws = await ws_connect(server.url + "?user=bob")
+    ws = await ws_connect(server.url + "?user=bob", headers={"X-Request-ID": "req-42"})
     await ws.subscribe(ROOM)
     await ws.perform(ROOM, "speak", body="hi", password="hunter2")
     await ws.recv_until(lambda m: "message" in m)
@@ -206,7 +206,7 @@ async def test_activity_log_reads_like_rails(
     assert 'ChatChannel#speak({"action"=>"speak", "body"=>"hi", "password"=>"[FILTERED]"})' in text
     assert "hunter2" not in text
     assert 'Finished "/cable" [WebSocket]' in text
-    assert "<connection bob from 127.0.0.1" in text
+    assert "<connection bob from 127.0.0.1" in text and "request req-42>" in text
 
 
 def test_json_log_format_is_one_object_per_line(tmp_path: Any) -> None:

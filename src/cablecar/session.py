@@ -1019,7 +1019,9 @@ class Session:
         who = self.connection.connection_identifier if self.connection is not None else ""
         client = self.request.client
         peer = f"{client[0]}:{client[1]}" if client else "?"
-        return f"<connection {who or '-'} from {peer}>"
+        request_id = self.request.headers.get("x-request-id")
+        tag = f" request {request_id[:64]}" if request_id else ""
+        return f"<connection {who or '-'} from {peer}{tag}>"
 
 
 def _propagates(exc: BaseException) -> bool:

@@ -1,7 +1,8 @@
 """The consumer: a connection to an Action Cable server and its subscriptions.
 
 Mirrors ``consumer.js``, ``subscriptions.js`` and ``subscription_guarantor.js`` of the
-official client (``reference/actioncable.md`` §1.8); the socket itself is in
+official client (``@rails/actioncable``, ``app/javascript/action_cable/``); the socket
+itself is in
 :mod:`cablecar.client.connection`.
 
 * Every ``welcome`` re-sends ``subscribe`` for every subscription (the server keeps no state
