@@ -14,8 +14,9 @@ Invariants:
    it, whether or not the client cooperates; nothing is written after a close frame.
 4. Input is bounded too: the frame parser never buffers more than one message of
    ``max_message_size``; the session pauses reading while its command queue holds
-   more than that; pings are answered once per read (the last one, as RFC 6455
-   allows), so a ping flood costs one pong per read, not one per ping.
+   more than that; every ping is answered, in order, with the pongs of one read in one
+   write (so a ping flood costs one write per read), and pings that precede a close
+   frame are answered before the close.
 5. Sockets still in their handshake are capped at ``max_connections`` as well: past
    that, new ones are closed at once, unanswered.
 """
@@ -131,21 +132,25 @@ class _Socket(asyncio.Protocol):
             return
         session = self.session
         assert session is not None
-        ping: bytes | None = None
+        pongs: list[bytes] = []
         for frame in frames:
             op = frame.opcode
             if op == Opcode.TEXT:
                 session.receive(frame.payload)
             elif op == Opcode.PING:
-                ping = frame.payload  # answered once, below (RFC 6455 5.5.3)
+                pongs.append(build_frame(Opcode.PONG, frame.payload))  # every ping, below
             elif op == Opcode.CLOSE:
+                if pongs:  # pings before a close are answered first (RFC 6455 5.5.2)
+                    self._write(b"".join(pongs))
                 self._peer_closed(frame.payload)
                 return
             elif op == Opcode.BINARY:
                 session.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
             # PONG: nothing to do
-        if ping is not None:
-            self._write(build_frame(Opcode.PONG, ping))
+        if pongs:
+            # Every ping answered, in order, in one write: a ping flood costs one write
+            # per read, and no more output than the input it answers.
+            self._write(b"".join(pongs))
         if parser.failed:  # a violation after the frames above
             try:
                 parser.feed(b"")
@@ -364,12 +369,13 @@ class _Socket(asyncio.Protocol):
         session = self.session
         assert session is not None
         session.warn_once(f"frame_{code}", "closing with code %d: %s", code, reason)
-        why = (
-            DisconnectReason.MESSAGE_TOO_BIG
-            if code == CloseCode.MESSAGE_TOO_BIG
-            else DisconnectReason.INVALID_REQUEST
-        )
-        session.close(why, True, code)
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            # An Action Cable matter: the client learns why (disconnect), then 1009.
+            session.close(DisconnectReason.MESSAGE_TOO_BIG, True, code)
+        else:
+            # A broken WebSocket (1002, 1007): RFC 6455 fails the connection with the
+            # close frame alone.
+            session.fail(code)
 
     def _peer_closed(self, payload: bytes) -> None:
         code, _reason = parse_close(payload)
