@@ -3,8 +3,11 @@
 One :class:`Connection` keeps one WebSocket alive for a :class:`~cablecar.client.Consumer`,
 as ``connection.js`` and ``connection_monitor.js`` do for the official client:
 
-* It offers ``actioncable-v1-json`` and ``actioncable-unsupported`` and gives up for good
-  unless the server picks ``actioncable-v1-json``.
+* It offers ``actioncable-v1-ext-json`` (AnyCable's extended protocol: session recovery
+  and stream history), ``actioncable-v1-json`` and ``actioncable-unsupported``, and gives up
+  for good unless the server picks one of the first two. On the extended protocol it keeps
+  the welcome's ``sid`` and reconnects with ``?sid=`` so the server can resume the
+  session; a ``disconnect`` frame forgets it (as ``@anycable/core`` does).
 * Nothing is sent before ``welcome``; ``welcome`` tells the consumer to re-subscribe.
 * No frame at all for ``stale_threshold`` seconds: the socket is dropped and reopened.
 * Lost sockets are reopened after the monitor's backoff (exponential, with jitter).
@@ -33,7 +36,7 @@ from websockets.typing import Origin, Subprotocol
 from cablecar import _json
 from cablecar._json import JSON
 from cablecar.errors import CablecarError, ConnectionRejected
-from cablecar.protocol.constants import MessageType
+from cablecar.protocol.constants import EXT_SUBPROTOCOL, MessageType
 
 from .monitor import ConnectionMonitor
 
@@ -44,19 +47,26 @@ logger = logging.getLogger("cablecar.client")
 #: What the official client offers, in order. Only the first is spoken; the second is the
 #: sentinel a future server picks to tell old clients to stop retrying.
 SUBPROTOCOLS = ("actioncable-v1-json", "actioncable-unsupported")
+#: Offered first: the extended protocol (resume, history) where the server speaks it.
+OFFERED = (EXT_SUBPROTOCOL, *SUBPROTOCOLS)
 
 
 class Handler(Protocol):
     """What a :class:`Connection` tells its consumer."""
 
-    async def _on_welcome(self) -> None:
+    async def _on_welcome(self, restored: list[str] | None) -> None:
         """``welcome`` arrived: (re-)subscribe."""
 
     def _on_answer(self, identifier: str, *, confirmed: bool) -> None:
         """``confirm_subscription`` or ``reject_subscription``."""
 
-    def _on_message(self, identifier: str, message: JSON) -> None:
+    def _on_message(
+        self, identifier: str, message: JSON, position: tuple[str, str, int] | None
+    ) -> None:
         """A data frame."""
+
+    def _on_history(self, identifier: str, *, found: bool) -> None:
+        """confirm_history / reject_history (extended protocol)."""
 
     def _on_socket_closed(self, will_reconnect: bool) -> None:
         """The socket is gone (after ``welcome`` or not)."""
@@ -110,6 +120,10 @@ class Connection:
         self.closing = False
         self.connections = 0
         self.disconnect_reason: str | None = None
+        #: The session id of the last welcome (extended protocol), for a resume.
+        self.sid: str | None = None
+        #: Whether the current socket speaks the extended protocol.
+        self.ext = False
 
     async def start(self) -> None:
         """Connect and wait for ``welcome``; then keep the connection up in the background.
@@ -204,9 +218,12 @@ class Connection:
                 await asyncio.wait_for(ws.close(), 2.0)
 
     async def _open_socket(self) -> ClientConnection:
+        url = self.url
+        if self.sid:
+            url += ("&" if "?" in url else "?") + "sid=" + self.sid
         ws = await ws_connect(
-            self.url,
-            subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            url,
+            subprotocols=[Subprotocol(p) for p in OFFERED],
             additional_headers=self._headers,
             origin=None if self._origin is None else Origin(self._origin),
             open_timeout=self._open_timeout,
@@ -214,11 +231,12 @@ class Connection:
             max_size=self._max_size,
             compression=None,
         )
-        if ws.subprotocol != SUBPROTOCOLS[0]:
+        if ws.subprotocol not in (EXT_SUBPROTOCOL, SUBPROTOCOLS[0]):
             await ws.close()
             message = f"server did not select {SUBPROTOCOLS[0]} (got {ws.subprotocol!r}); giving up"
             logger.error(message)
             raise _Stop(None, ConnectionRejected(None, message))
+        self.ext = ws.subprotocol == EXT_SUBPROTOCOL
         return ws
 
     async def _session(self, ws: ClientConnection, first: asyncio.Future[None]) -> None:
@@ -259,8 +277,17 @@ class Connection:
                     self.monitor.record_connect()
                     if not first.done():
                         first.set_result(None)
-                    await self._handler._on_welcome()
+                    sid = frame.get("sid")
+                    self.sid = sid if self.ext and isinstance(sid, str) else None
+                    ids = frame.get("restored_ids")
+                    restored = (
+                        [i for i in ids if isinstance(i, str)]
+                        if frame.get("restored") is True and isinstance(ids, list)
+                        else None
+                    )
+                    await self._handler._on_welcome(restored)
             elif kind == MessageType.DISCONNECT:
+                self.sid = None  # the server ended the session: nothing to resume
                 reason = frame.get("reason")
                 reason = reason if isinstance(reason, str) else None
                 if frame.get("reconnect"):  # missing counts as false, as in the JS client
@@ -272,8 +299,22 @@ class Connection:
                 continue
             elif kind in (MessageType.CONFIRMATION, MessageType.REJECTION):
                 self._handler._on_answer(identifier, confirmed=kind == MessageType.CONFIRMATION)
-            elif "message" in frame:
-                self._handler._on_message(identifier, frame["message"])
+            elif kind in (MessageType.CONFIRM_HISTORY, MessageType.REJECT_HISTORY):
+                self._handler._on_history(identifier, found=kind == MessageType.CONFIRM_HISTORY)
+            elif "message" in frame and kind is None:
+                stream, epoch, offset = (
+                    frame.get("stream_id"),
+                    frame.get("epoch"),
+                    frame.get("offset"),
+                )
+                position = (
+                    (stream, epoch, offset)
+                    if isinstance(stream, str)
+                    and isinstance(epoch, str)
+                    and isinstance(offset, int)
+                    else None
+                )
+                self._handler._on_message(identifier, frame["message"], position)
 
 
 def _first_error(exc: Exception) -> Exception:

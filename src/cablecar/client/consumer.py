@@ -96,6 +96,11 @@ class Consumer:
         self._resubscribe_interval = resubscribe_interval
         self._subs: dict[str, list[Subscription]] = {}
         self._pending: dict[str, float] = {}  # identifier -> when subscribe was last sent
+        #: identifier -> stream -> {"epoch", "offset"}: the last position seen per stream
+        #: (extended protocol), sent back in history requests after a reconnect.
+        self._positions: dict[str, dict[str, dict[str, JSON]]] = {}
+        #: Unix time before which nothing can have been missed (history ``since``).
+        self._since = int(time.time())
         self._guarantor: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = asyncio.Event()
@@ -274,10 +279,16 @@ class Consumer:
                 # once the subscription is confirmed on the next connection.
                 await asyncio.sleep(0.01)
 
+    def _history_request(self, identifier: str) -> dict[str, JSON]:
+        return {"since": self._since, "streams": dict(self._positions.get(identifier, {}))}
+
     async def _send_subscribe(self, identifier: str) -> None:
         self._pending[identifier] = time.monotonic()
+        frame: dict[str, JSON] = {"command": Command.SUBSCRIBE, "identifier": identifier}
+        if self._connection.ext and identifier in self._positions:
+            frame["history"] = self._history_request(identifier)  # what we missed
         with contextlib.suppress(ConnectionClosed):
-            await self._connection.send({"command": Command.SUBSCRIBE, "identifier": identifier})
+            await self._connection.send(frame)
 
     async def _guarantee(self) -> None:
         """Re-send ``subscribe`` while unanswered (the JS ``SubscriptionGuarantor``)."""
@@ -290,12 +301,25 @@ class Consumer:
 
     # -- what the connection tells us (connection.Handler) -------------------------------
 
-    async def _on_welcome(self) -> None:
-        """Subscribe everything again: the server forgot it all with the old socket."""
+    async def _on_welcome(self, restored: list[str] | None) -> None:
+        """Subscribe everything again (the server forgot it all with the old socket),
+        except what a resumed session still holds: for those, ask what was missed."""
         if self._guarantor is None or self._guarantor.done():
             self._guarantor = asyncio.create_task(self._guarantee())
         for identifier in list(self._subs):
-            await self._send_subscribe(identifier)
+            if restored is not None and identifier in restored:
+                for sub in self._subs.get(identifier, ()):
+                    sub._on_confirm()
+                with contextlib.suppress(ConnectionClosed):
+                    await self._connection.send(
+                        {
+                            "command": Command.HISTORY,
+                            "identifier": identifier,
+                            "history": self._history_request(identifier),
+                        }
+                    )
+            else:
+                await self._send_subscribe(identifier)
 
     def _on_answer(self, identifier: str, *, confirmed: bool) -> None:
         """Confirm or reject every subscription with this identifier."""
@@ -307,10 +331,21 @@ class Consumer:
             else:
                 sub._on_reject()
 
-    def _on_message(self, identifier: str, message: JSON) -> None:
+    def _on_message(
+        self, identifier: str, message: JSON, position: tuple[str, str, int] | None
+    ) -> None:
         """Hand a data frame to every subscription with this identifier."""
+        if position is not None:
+            stream, epoch, offset = position
+            self._positions.setdefault(identifier, {})[stream] = {"epoch": epoch, "offset": offset}
+            self._since = int(time.time())
         for sub in list(self._subs.get(identifier, ())):
-            sub._on_message(message)
+            sub._on_message(message, position)
+
+    def _on_history(self, identifier: str, *, found: bool) -> None:
+        """The server answered a history request: complete, or the gap is lost."""
+        for sub in list(self._subs.get(identifier, ())):
+            sub._on_history(found)
 
     def _on_socket_closed(self, will_reconnect: bool) -> None:
         """Mark every subscription disconnected until the next confirmation."""

@@ -77,6 +77,12 @@ class Subscription:
         params: the identifier's fields, ``channel`` first.
         identifier: the identifier string sent to the server (``JSON.stringify(params)``).
         reconnected: true once the subscription has been confirmed again after a reconnect.
+        position: ``(stream, epoch, offset)`` of the last message received, when the
+            server runs with ``history=True`` (extended protocol); else ``None``.
+        history_lost: how many times the server answered that messages missed during a
+            disconnection are no longer in its history (``reject_history``): refetch
+            the state then. Within the history window nothing is missed: after a
+            reconnect the missed messages come first, in order, each once.
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class Subscription:
         self.params = params
         self.identifier = identifier
         self.reconnected = False
+        self.position: tuple[str, str, int] | None = None
+        self.history_lost = 0
         self._ever_confirmed = False
         self._connected = asyncio.Event()
         self._first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -248,9 +256,15 @@ class Subscription:
         self._emit("rejected")
         self._end_now(lambda: SubscriptionRejected(error))
 
-    def _on_message(self, message: JSON) -> None:
+    def _on_history(self, found: bool) -> None:
+        if not found:
+            self.history_lost += 1
+
+    def _on_message(self, message: JSON, position: tuple[str, str, int] | None = None) -> None:
         if self._end is not None:
             return
+        if position is not None:
+            self.position = position
         if self._callbacks["message"] is not None:
             self._emit("message", message)
         else:
