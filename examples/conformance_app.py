@@ -65,6 +65,8 @@ cable = Cable(
     # The suite echoes a 1 MiB payload; wrapped in a command (JSON in JSON) the frame is a
     # little over the 1 MiB default limit.
     max_message_size=2 * 1024 * 1024,
+    # ... and echoes it back: a single frame over max_pending_output would cut the client.
+    max_pending_output=4 * 1024 * 1024,
     history=os.environ.get("CABLE_HISTORY") == "1",
     metrics_path=None if os.environ.get("CABLE_METRICS") == "0" else "/metrics",
 )

@@ -98,6 +98,7 @@ class CableSettings(TypedDict, total=False):
     max_commands_per_second: float
     command_burst: int
     max_pending_output: int
+    socket_send_buffer: int | None
     max_connections: int
     handshake_timeout: float
     connect_timeout: float

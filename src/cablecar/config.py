@@ -49,7 +49,12 @@ class CableConfig:
     command_burst: int = 500
     #: Output a connection may have pending (unsent) before it counts as a slow
     #: consumer and is cut with ``disconnect`` reason ``too_slow``, ``reconnect: true``.
-    max_pending_output: int = 4 * MiB
+    max_pending_output: int = 1 * MiB
+    #: The kernel's send buffer of each client socket (standalone server; ``None`` keeps
+    #: the OS's autotuning, which on Linux grows to ``tcp_wmem``'s maximum, 4 MiB by
+    #: default). Output a client does not read fills it before ``max_pending_output``
+    #: counts, so the two together bound what one slow client holds in the server.
+    socket_send_buffer: int | None = 256 * KiB
     #: Connections one process accepts; more are refused with HTTP 503. Sockets still
     #: in their handshake are capped at the same number: past it new ones are closed
     #: at once, unanswered.

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import codecs
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -75,6 +76,9 @@ _DATA = frozenset((Opcode.TEXT, Opcode.BINARY))
 _KNOWN = frozenset(int(op) for op in Opcode)
 _VALID_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 _U16 = struct.Struct("!H")
+#: Bytes each fragment of a message counts against ``max_size`` besides its payload.
+_FRAGMENT_COST = 64
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 _U64 = struct.Struct("!Q")
 
 
@@ -97,14 +101,27 @@ class FrameParser:
             ...
     """
 
-    __slots__ = ("_buf", "_failed", "_frag_op", "_frag_size", "_frags", "_pending", "max_size")
+    __slots__ = (
+        "_buf",
+        "_decoder",
+        "_failed",
+        "_frag_op",
+        "_frag_size",
+        "_frags",
+        "_pending",
+        "max_size",
+    )
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._buf = bytearray()
         self._frag_op: int | None = None
-        self._frags: list[bytes] = []
+        # A fragmented message grows in one buffer (no object per fragment), and every
+        # fragment counts _FRAGMENT_COST bytes against max_size on top of its payload,
+        # so floods of tiny or empty fragments hit the limit like one big message.
+        self._frags = bytearray()
         self._frag_size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._failed = False
         self._pending: FrameError | None = None
 
@@ -191,7 +208,7 @@ class FrameParser:
         if opcode == Opcode.CONT:
             if self._frag_op is None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "continuation frame without a start")
-            size = self._frag_size + length
+            size = self._frag_size + length + _FRAGMENT_COST
         else:
             if self._frag_op is not None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
@@ -212,17 +229,24 @@ class FrameParser:
             return Frame(Opcode(opcode), payload)
         if opcode != Opcode.CONT:
             self._frag_op = opcode
-        self._frags.append(payload)
-        self._frag_size += len(payload)
+            if opcode == Opcode.TEXT:
+                self._decoder = _UTF8()
+        self._frags += payload
+        self._frag_size += len(payload) + _FRAGMENT_COST
+        if self._decoder is not None:
+            # Fail fast: a fragment that cannot start valid UTF-8 ends the message now.
+            try:
+                self._decoder.decode(payload, final=bool(fin))
+            except UnicodeDecodeError:
+                raise FrameError(CloseCode.INVALID_DATA, "text is not valid UTF-8") from None
         if not fin:
             return None
         op = Opcode(self._frag_op or Opcode.TEXT)
-        message = b"".join(self._frags)
+        message = bytes(self._frags)
         self._frag_op = None
-        self._frags = []
+        self._frags = bytearray()
         self._frag_size = 0
-        if op == Opcode.TEXT:
-            _check_utf8(message)
+        self._decoder = None
         return Frame(op, message)
 
 

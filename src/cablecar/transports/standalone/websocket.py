@@ -24,7 +24,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -107,6 +109,11 @@ class _Socket(asyncio.Protocol):
             self.transport.abort()
             return
         self.transport.set_write_buffer_limits(high=cfg.max_pending_output)
+        if cfg.socket_send_buffer is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.socket_send_buffer)
         server._sockets[self] = None
         self._timer = server.loop.call_later(cfg.handshake_timeout, self._handshake_timeout)
 
