@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cablecar import Cable, Channel
+from cablecar import Cable, Channel, Connection
 from cablecar.transports.standalone import serve
 
 from .conftest import free_port
@@ -258,3 +258,20 @@ async def test_stop_does_not_wait_out_a_subscribe_stuck_on_a_dead_broker(
             await server.close()
     assert "subscribes still wait for it" in caplog.text
     assert not cable.running
+
+
+@pytest.mark.services
+async def test_a_cable_on_redis_runs_again_after_stop(redis_server: Any) -> None:
+    """stop() then start() on a cable built from a Redis URL (and with history): the
+    second run subscribes and delivers like the first; history continues its offsets."""
+    from cablecar.testing import ChannelTester
+
+    cable = Cable(Connection, [RoomChannel], redis_server.url, channel_prefix="again", history=True)
+    for run in range(2):
+        async with ChannelTester(cable) as t:
+            conn = await t.connect()
+            sub = await conn.subscribe(RoomChannel, room="9")
+            await cable.broadcast("room_9", {"run": run})
+            expected = {"run": run}
+            await t.wait_until(lambda s=sub, e=expected: e in s.transmissions)
+        assert not cable.running

@@ -389,8 +389,6 @@ class Runtime:
             await asyncio.wait(list(self.tasks), timeout=1.0)
         if not adapter_closed:
             await self.adapter.close()
-        if self.store is not None:
-            await self.store.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def abandon(self) -> None:

@@ -45,7 +45,7 @@ from .channel import Channel
 from .config import CableConfig
 from .connection import Connection
 from .errors import ConfigurationError
-from .history import HistoryStore, StoreSettings, store_from_url
+from .history import HistoryStore, MemoryStore, StoreSettings, store_from_url
 from .history.base import stamp
 from .http import Request, Response
 from .protocol import EXT_SUBPROTOCOL, SUBPROTOCOLS, choose_subprotocol
@@ -205,6 +205,7 @@ class Cable:
         """
         if self._runtime is not None:
             raise RuntimeError("the pub/sub adapter can only change while the cable is stopped")
+        self._pubsub_source = (pubsub, channel_prefix) if isinstance(pubsub, str) else None
         if isinstance(pubsub, str):
             self._pubsub = adapter_from_url(pubsub, channel_prefix=channel_prefix)
             self._pubsub_url = redact_url(pubsub)
@@ -296,7 +297,11 @@ class Cable:
                 self.error_hooks,
                 self._store,
             )
-            await runtime.start()
+            try:
+                await runtime.start()
+            except BaseException:
+                runtime.abandon()  # its worker pool must not outlive the failed start
+                raise
             self._runtime = runtime
             self._state = CableState.STARTED
             n = len(self._registry)
@@ -324,7 +329,26 @@ class Cable:
             self._runtime = None
             self._start_lock = None
             self._state = CableState.STOPPED
+            await self._renew()
         logger.info("cable stopped")
+
+    async def _renew(self) -> None:
+        """A stopped adapter cannot be used again: build a fresh one from the same URL (and
+        a fresh network store), so ``start()`` works again. An in-process store is kept:
+        its history outlives a restart of the cable. An adapter given as an instance is
+        the caller's to replace (``use_pubsub``)."""
+        if self._pubsub_source is None:
+            return
+        url, prefix = self._pubsub_source
+        self._pubsub = adapter_from_url(url, channel_prefix=prefix)
+        store = self._store
+        if store is not None and not isinstance(store, MemoryStore):
+            await store.close()
+            cfg = self.config
+            settings = StoreSettings(
+                cfg.history_limit, cfg.history_ttl, cfg.sessions_ttl, cfg.presence_ttl
+            )
+            self._store = store_from_url(url, settings, prefix=prefix)
 
     @property
     def state(self) -> CableState:

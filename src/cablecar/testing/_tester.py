@@ -98,6 +98,7 @@ class ChannelTester(BroadcastLog):
             saved["pubsub"] = cable.pubsub
             cable.use_pubsub(self._pubsub_override)
         saved["recorded"] = cable.wrap_pubsub(lambda adapter: RecordingPubSub(adapter, self))
+        saved["recorder"] = cable.pubsub
         cable.error_hooks.append(self._on_error)
         if self.clock is not None:
             cable.timer_clock = self.clock
@@ -137,7 +138,8 @@ class ChannelTester(BroadcastLog):
             cable.error_hooks.remove(self._on_error)
             cable.timer_clock = saved["timer_clock"]
             recorded = saved["recorded"]
-            cable.wrap_pubsub(lambda _recorder: recorded)
+            if cable.pubsub is saved["recorder"]:  # (a stopped cable may have a new adapter)
+                cable.wrap_pubsub(lambda _recorder: recorded)
             if "pubsub" in saved and not cable.running:
                 cable.use_pubsub(saved["pubsub"])
             self._started_cable = False
