@@ -44,8 +44,9 @@ class CableConfig:
     #: Sustained commands per second per connection (token bucket refill rate).
     max_commands_per_second: float = 100.0
     #: Commands a connection may send in one burst (token bucket size). Over the
-    #: limit a command is refused and logged; a client that keeps going past twice
-    #: the burst is disconnected (reason ``too_many_commands``).
+    #: limit commands wait for their turn (logged once): nothing is refused, and the
+    #: input waiting counts against ``max_message_size``, past which the server stops
+    #: reading the socket, so TCP slows the client down.
     command_burst: int = 500
     #: Output a connection may have pending (unsent) before it counts as a slow
     #: consumer and is cut with ``disconnect`` reason ``too_slow``, ``reconnect: true``.
