@@ -25,8 +25,13 @@ pytestmark = [
 ]
 
 
-def test_conformance_suite_passes(tmp_path: Path) -> None:
-    """Every conformance test passes; the run ends with 'N passed, 0 failed'."""
+@pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
+def test_conformance_suite_passes(
+    tmp_path: Path, history: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every conformance test passes; the run ends with 'N passed, 0 failed'. With
+    history=True too: plain Action Cable clients see the same protocol."""
+    monkeypatch.setenv("CABLE_HISTORY", "1" if history else "")
     port = free_port()
     pidfile = tmp_path / "server.pid"
     ctl = f"{shlex.quote(sys.executable)} -m tests.servers"
