@@ -21,11 +21,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "protocol"),
     # 1: values and contracts the core is written against
     ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory", "_stats"),
+    ("signing", "turbo"),
     ("instrumentation", "metrics"),
     # 2: the pub/sub adapters and history stores (streams and bytes, nothing of channels)
     ("pubsub", "history"),
     # 3: the application-facing classes and the subscription runtime
     ("connection", "channel", "_subscription", "registry", "hub"),
+    ("signed_streams",),
     # 4: one socket's state
     ("session",),
     # 5: one run of a cable, and the cable

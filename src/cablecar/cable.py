@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from . import _json, instrumentation
+from . import _json, instrumentation, turbo
 from ._remote import RemoteConnections
 from ._runtime import Runtime
 from ._stats import ACTION_BUCKETS, LATENCY_BUCKETS, ActionStats
@@ -52,6 +52,8 @@ from .protocol import EXT_SUBPROTOCOL, SUBPROTOCOLS, choose_subprotocol
 from .pubsub import PubSub, adapter_from_url
 from .registry import ChannelRegistry
 from .session import Session
+from .signed_streams import PUBSUB_CHANNEL, TURBO_CHANNEL, PubSubChannel, TurboStreamsChannel
+from .signing import StreamSigners
 from .transport import Refusal
 
 if TYPE_CHECKING:
@@ -114,6 +116,11 @@ class CableSettings(TypedDict, total=False):
     pong_timeout: float | None
     presence_ttl: float
     max_presence_info: int
+    streams_secret: str | None
+    public_streams: bool
+    streams_whisper: bool
+    turbo_streams_secret: str | None
+    secret_key_base: str | None
     filter_parameters: tuple[str, ...]
 
 
@@ -159,6 +166,17 @@ class Cable:
         self.connection_class = connection
         self.config = _make_config(config, dict(settings))
         self._registry = ChannelRegistry(self, channels)
+        cfg = self.config
+        #: The signers of ``$pubsub`` and ``Turbo::StreamsChannel`` stream names, from
+        #: ``streams_secret``, ``turbo_streams_secret`` and ``secret_key_base``.
+        self.stream_signers = StreamSigners.from_secrets(
+            cfg.streams_secret, cfg.turbo_streams_secret, cfg.secret_key_base
+        )
+        registered = self._registry.as_dict()
+        if (self.stream_signers.pubsub or cfg.public_streams) and PUBSUB_CHANNEL not in registered:
+            self._registry.register(PubSubChannel, PUBSUB_CHANNEL)
+        if self.stream_signers.turbo and TURBO_CHANNEL not in registered:
+            self._registry.register(TurboStreamsChannel, TURBO_CHANNEL)
         self._runtime: Runtime | None = None
         self._pubsub: PubSub = adapter_from_url("memory://")
         self._pubsub_url = "memory://"
@@ -431,6 +449,63 @@ class Cable:
             raise RuntimeError("broadcast_sync() on the event loop: use 'await cable.broadcast()'")
         asyncio.run_coroutine_threadsafe(self.broadcast(stream, message), runtime.loop).result(
             timeout
+        )
+
+    def signed_stream_name(self, name: str) -> str:
+        """``name`` signed with ``streams_secret`` for the ``$pubsub`` channel:
+        ``Base64(JSON(name)) + "--" + hex HMAC-SHA256``, byte-identical to AnyCable's and
+        Rails' ``MessageVerifier``. Render it into a page; the client subscribes with
+        ``cable.streamFromSigned(signed)`` (``@anycable/web``) or
+        ``{"channel": "$pubsub", "signed_stream_name": signed}``.
+
+        Raises:
+            ConfigurationError: the cable has no ``streams_secret``.
+        """
+        signer = self.stream_signers.pubsub
+        if signer is None:
+            raise ConfigurationError("signed_stream_name() needs Cable(..., streams_secret=...)")
+        return signer.sign(name)
+
+    async def broadcast_turbo_stream(
+        self,
+        streamables: Any,
+        action: str,
+        target: str | None = None,
+        content: Any = None,
+        *,
+        targets: str | None = None,
+        **attributes: Any,
+    ) -> None:
+        """Broadcast one ``<turbo-stream>`` element (see :func:`cablecar.turbo.turbo_stream`)
+        to the Turbo stream of ``streamables`` (a name, or a tuple of parts joined as
+        turbo-rails joins them).
+
+        Example::
+
+            await cable.broadcast_turbo_stream(("room", room.id), "append", "messages",
+                                               render("message.html", message=m))
+        """
+        await self.broadcast(
+            *turbo.broadcastable(
+                streamables, action, target, content, targets=targets, **attributes
+            )
+        )
+
+    def broadcast_turbo_stream_sync(
+        self,
+        streamables: Any,
+        action: str,
+        target: str | None = None,
+        content: Any = None,
+        *,
+        targets: str | None = None,
+        **attributes: Any,
+    ) -> None:
+        """:meth:`broadcast_turbo_stream` from a thread that is not the cable's loop."""
+        self.broadcast_sync(
+            *turbo.broadcastable(
+                streamables, action, target, content, targets=targets, **attributes
+            )
         )
 
     async def _publish(self, stream: str, payload: bytes) -> None:

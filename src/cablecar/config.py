@@ -94,6 +94,21 @@ class CableConfig:
     presence_ttl: float = 15.0
     #: Largest presence ``info`` (encoded JSON bytes); a larger join gets an error reply.
     max_presence_info: int = 4 * KiB
+    #: Secret that signs ``$pubsub`` stream names (``cable.signed_stream_name``); setting
+    #: it enables the built-in ``$pubsub`` channel (``streamFromSigned`` in
+    #: ``@anycable/web``). Never shown in ``repr``.
+    streams_secret: str | None = field(default=None, repr=False)
+    #: ``$pubsub`` also accepts unsigned ``stream_name``: any client may read any stream
+    #: by name. Only for public data.
+    public_streams: bool = False
+    #: Signed ``$pubsub`` streams accept whisper (public streams always do).
+    streams_whisper: bool = False
+    #: turbo-rails' ``config.turbo.signed_stream_verifier_key``, when the Rails app sets
+    #: one; enables ``Turbo::StreamsChannel``.
+    turbo_streams_secret: str | None = field(default=None, repr=False)
+    #: A Rails app's ``secret_key_base``: ``Turbo::StreamsChannel`` verifies names signed
+    #: with turbo-rails' default keys derived from it (Rails 7+ and older defaults).
+    secret_key_base: str | None = field(default=None, repr=False)
     #: Parameter names whose values are masked in logs (substring match, case-insensitive).
     filter_parameters: tuple[str, ...] = field(
         default=("password", "passwd", "secret", "token", "api_key", "authorization", "session")
