@@ -43,9 +43,9 @@ from typing import Any, TypeVar
 
 from django.conf import settings  # type: ignore[import-untyped]
 
-from .._concurrency import set_sync_wrapper
-from ..connection import Connection
-from ..http import Request
+from ..._concurrency import set_sync_wrapper
+from ...connection import Connection
+from ...http import Request
 
 __all__ = ["DjangoConnection", "get_user", "in_request_cycle"]
 

@@ -1,0 +1,1 @@
+"""Template tags of :mod:`cablecar.contrib.django` (``{% load cablecar %}``)."""
