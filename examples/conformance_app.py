@@ -3,6 +3,7 @@
     cablecar serve examples/conformance_app.py:cable --port 8080
     CABLE_HISTORY=1 cablecar serve ...     # with history=True (stream history, resumable sessions)
     CABLE_METRICS=0 cablecar serve ...     # without /metrics
+    CABLE_STREAMS_SECRET=s cablecar serve ...  # $pubsub signed streams, signed with "s"
 
 Connection: identified by ?user=NAME; ?user=reject is refused (unauthorized); no user
 means an anonymous one. BenchmarkChannel streams "all" (actions echo and broadcast),
@@ -69,4 +70,5 @@ cable = Cable(
     max_pending_output=4 * 1024 * 1024,
     history=os.environ.get("CABLE_HISTORY") == "1",
     metrics_path=None if os.environ.get("CABLE_METRICS") == "0" else "/metrics",
+    streams_secret=os.environ.get("CABLE_STREAMS_SECRET") or None,  # $pubsub signed streams
 )

@@ -23,6 +23,9 @@ import pytest
 
 pytestmark = pytest.mark.node
 
+#: The conformance app signs $pubsub names with it; the Node test signs with node:crypto.
+STREAMS_SECRET = "cablecar-js-test-secret"
+
 ROOT = Path(__file__).resolve().parents[2]
 JS_TEST = ROOT / "tests" / "js" / "cablecar_js.test.mjs"
 
@@ -67,6 +70,7 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
             "warning",
         ],
         cwd=ROOT,
+        env={**os.environ, "CABLE_STREAMS_SECRET": STREAMS_SECRET},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -75,7 +79,11 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
         result = subprocess.run(
             [node, "--experimental-websocket", "--test", "--test-reporter=tap", str(JS_TEST)],
             cwd=ROOT,
-            env={**os.environ, "CABLE_URL": f"ws://127.0.0.1:{port}/cable"},
+            env={
+                **os.environ,
+                "CABLE_URL": f"ws://127.0.0.1:{port}/cable",
+                "STREAMS_SECRET": STREAMS_SECRET,
+            },
             capture_output=True,
             text=True,
             timeout=100,

@@ -10,6 +10,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import { createHmac } from "node:crypto";
 import { createConsumer, createWebSocketURL } from "../../src/cablecar/static/cablecar.js";
 
 const CABLE_URL = process.env.CABLE_URL;
@@ -296,4 +297,26 @@ test("disconnect() stops for good; connect() starts again", { skip }, async () =
   c.connect();
   await waitFor(() => count(sub, "connected") === 2, "re-subscription after connect()");
   assert.deepEqual(sub.log.events.at(-1), ["connected", { reconnected: true }]);
+});
+
+// Rails' MessageVerifier format, as cable.signed_stream_name() makes it.
+function sign(name, secret = process.env.STREAMS_SECRET) {
+  const encoded = Buffer.from(JSON.stringify(name)).toString("base64");
+  return `${encoded}--${createHmac("sha256", secret).update(encoded).digest("hex")}`;
+}
+
+test("streamFromSigned() receives a signed stream; a forged name is rejected", { skip }, async () => {
+  const room = unique("signed");
+  const c = consumer("signer");
+  const signed = c.streamFromSigned(sign(`chat_${room}`), {
+    connected() { this.up = true; },
+    received(data) { (this.got ||= []).push(data); },
+  });
+  const forged = subscribe(c, { channel: "$pubsub", signed_stream_name: sign(`chat_${room}`, "wrong") });
+  const speaker = subscribe(c, { channel: "ChatChannel", room });
+  await waitFor(() => signed.up && has(forged, "rejected") && has(speaker, "connected"), "answers");
+  speaker.perform("speak", { body: "over a signed stream" });
+  await waitFor(() => signed.got?.length, "the broadcast");
+  assert.deepEqual(signed.got, [{ from: "signer", body: "over a signed stream" }]);
+  assert.ok(!has(forged, "connected"));
 });

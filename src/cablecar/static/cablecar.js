@@ -11,6 +11,7 @@
 //     rejected() {}, received(data) {}, initialized() {},
 //   });
 //   room.perform("speak", { body: "hi" });                // true if the frame was sent
+//   consumer.streamFromSigned(signedName, { received(data) {} });  // a signed stream ($pubsub)
 //
 // Behaviour, compared with the official client:
 // - Commands are sent only after the server's welcome; every subscription is (re)sent on
@@ -92,6 +93,17 @@ export class Consumer {
 
   get url() {
     return createWebSocketURL(this._url);
+  }
+
+  // Subscribe to a stream by a name the server signed (Python: cable.signed_stream_name),
+  // through the $pubsub channel, like @anycable/web's cable.streamFromSigned().
+  streamFromSigned(signedStreamName, mixin = {}) {
+    return this.subscriptions.create({ channel: "$pubsub", signed_stream_name: signedStreamName }, mixin);
+  }
+
+  // Subscribe to a public stream by its name (the server needs public_streams=True).
+  streamFrom(streamName, mixin = {}) {
+    return this.subscriptions.create({ channel: "$pubsub", stream_name: streamName }, mixin);
   }
 
   addSubProtocol(subprotocol) {
