@@ -1,4 +1,4 @@
-"""The code that docs/fastapi.md and docs/django.md show from the examples is the code in
+"""The code that docs/fastapi.md, docs/django.md and docs/turbo.md show from the examples is the code in
 the examples: every ```python block whose first line names an example file appears in
 that file verbatim."""
 
@@ -13,7 +13,7 @@ from ..servers import ROOT
 BLOCK = re.compile(r"```python\n# (examples/\S+)\n(.*?)```", re.S)
 
 
-@pytest.mark.parametrize("page", ["docs/fastapi.md", "docs/django.md"])
+@pytest.mark.parametrize("page", ["docs/fastapi.md", "docs/django.md", "docs/turbo.md"])
 def test_doc_excerpts_are_verbatim_from_the_examples(page: str) -> None:
     blocks = BLOCK.findall((ROOT / page).read_text())
     assert len(blocks) >= 3
