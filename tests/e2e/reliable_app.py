@@ -27,9 +27,16 @@ class ChatChannel(Channel):
         await self.cable.broadcast(f"chat_{self.params['room']}", {"n": data["n"]})
 
 
+class PlainChannel(Channel):
+    """``plain_<room>``: no presence, no whisper."""
+
+    async def subscribed(self) -> None:
+        self.stream_from(f"plain_{self.params['room']}")
+
+
 cable = Cable(
     AppConnection,
-    [ChatChannel],
+    [ChatChannel, PlainChannel],
     os.environ.get("CABLE_PUBSUB", "memory://"),
     allowed_origins="*",
     history=True,
