@@ -184,3 +184,51 @@ async def test_server_side_join_and_reading_members_from_anywhere(
     await host.perform('{"channel":"HostChannel"}', "depart")
     assert await next_presence(watcher) == {"type": "leave", "id": "5"}
     assert await cable.presence("room_1") == {}
+
+
+async def test_floods_are_throttled_and_bounded_and_others_go_on(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """One connection floods 60 joins under new ids, an oversized info and 60 whispers:
+    joins and whispers are delayed to the peer-event rate (none dropped: the watcher gets
+    every whisper, in order, and one join per id with a leave for the id it replaced),
+    the oversized info gets an error reply and no event; meanwhile another client's
+    broadcasts arrive at once."""
+    cable = make_cable(max_peer_events_per_second=40, peer_event_burst=10, max_presence_info=64)
+    server = await cablecar_server(cable)
+    flooder, _ = await ext_connect(ws_connect, server.url)
+    watcher, _ = await ext_connect(ws_connect, server.url)
+    bystander, _ = await ext_connect(ws_connect, server.url)
+    for ws in (flooder, watcher):
+        await ws.subscribe(ROOM)
+    await bystander.subscribe(PLAIN)
+    await join(flooder, "x", "y" * 100)  # info over 64 bytes
+    reply = await flooder.recv_until(lambda m: m.get("type") == "presence")
+    assert reply["message"] == {"type": "error"}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(60):
+        await join(flooder, f"id{i}", None)
+        await flooder.send({"command": "whisper", "identifier": ROOM, "data": {"n": i}})
+    # the bystander is served while the flood is being worked through
+    await cable.broadcast("plain", {"tick": 1})
+    assert (await bystander.recv_data())["message"] == {"tick": 1}
+    ticked = loop.time()
+    whispers: list[int] = []
+    events: list[tuple[str, str]] = []
+    while len(whispers) < 60:
+        frame = await watcher.recv_data(timeout=TIMEOUT)
+        if frame.get("type") == "presence":
+            events.append((frame["message"]["type"], frame["message"]["id"]))
+        elif "n" in frame.get("message", {}):
+            whispers.append(frame["message"]["n"])
+    elapsed = loop.time() - started
+    assert ticked - started < elapsed - 1.0  # the bystander did not wait for the flood
+    assert whispers == list(range(60))
+    assert ("join", "x") not in events
+    joins = [pid for kind, pid in events if kind == "join"]
+    assert joins == [f"id{i}" for i in range(len(joins))] and len(joins) >= 59
+    # 120 peer events at 40/s after a burst of 10: about 2.75 s at least
+    assert elapsed > 2.0, elapsed
+    for ws in (flooder, watcher):  # read what is left (a client that stops reading
+        await ws.quiet(0.3)  # cannot see the server's close frame)

@@ -99,6 +99,8 @@ class CableSettings(TypedDict, total=False):
     max_subscriptions: int
     max_commands_per_second: float
     command_burst: int
+    max_peer_events_per_second: float
+    peer_event_burst: int
     max_pending_output: int
     socket_send_buffer: int | None
     max_connections: int

@@ -48,6 +48,11 @@ class CableConfig:
     #: input waiting counts against ``max_message_size``, past which the server stops
     #: reading the socket, so TCP slows the client down.
     command_burst: int = 500
+    #: Sustained whispers and presence joins/leaves per second per connection: commands
+    #: that reach other clients directly. Over it they wait their turn, like commands.
+    max_peer_events_per_second: float = 10.0
+    #: Whispers and presence changes a connection may send in one burst.
+    peer_event_burst: int = 20
     #: Output a connection may have pending (unsent) before it counts as a slow
     #: consumer and is cut with ``disconnect`` reason ``too_slow``, ``reconnect: true``.
     max_pending_output: int = 1 * MiB

@@ -123,19 +123,43 @@ class _TimerItem:
     method: str
 
 
+class _Bucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last = now
+
+    def take(self, now: float) -> float:
+        """Take one token; the seconds to wait until it is there (0.0: at once)."""
+        tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            self.last = now
+            return 0.0
+        wait = (1.0 - tokens) / self.rate
+        self.tokens = 0.0  # the token that arrives after ``wait`` is taken then
+        self.last = now + wait
+        return wait
+
+
 class Session:
     """Server state of one client socket, independent of the transport
     (a :class:`~cablecar.transport.SessionPort`)."""
 
     __slots__ = (
         "__weakref__",
-        "_last",
+        "_commands",
         "_paused",
+        "_peers",
         "_queue",
         "_queued_bytes",
         "_task",
         "_ticks",
-        "_tokens",
         "_warned",
         "connection",
         "ext",
@@ -164,8 +188,11 @@ class Session:
         self._queue: deque[Any] = deque()
         self._task: asyncio.Task[None] | None = None
         self._warned: set[str] | None = None
-        self._tokens = float(runtime.config.command_burst)
-        self._last = runtime.loop_time()
+        now = runtime.loop_time()
+        cfg = runtime.config
+        self._commands = _Bucket(cfg.max_commands_per_second, cfg.command_burst, now)
+        #: Whispers and presence changes: commands that reach other clients directly.
+        self._peers = _Bucket(cfg.max_peer_events_per_second, cfg.peer_event_burst, now)
         self._queued_bytes = 0  # client input waiting in the queue
         self._paused = False  # reading from the socket paused (input backpressure)
         self._ticks: set[tuple[Subscription, str]] = set()  # timer ticks in the queue
@@ -176,7 +203,7 @@ class Session:
         self.sid: str | None = None
         self.lineage: tuple[str, ...] = ()
         #: Loop time of the client's last message (``pong_timeout``).
-        self.last_seen = self._last
+        self.last_seen = now
 
     # -- called by the transport --------------------------------------------------------
 
@@ -360,27 +387,19 @@ class Session:
         finally:
             self._task = None
 
-    async def _throttle(self) -> None:
-        """Take a token from the command bucket, waiting for one if the client is over
-        its rate (the command is delayed, never dropped)."""
-        cfg = self.runtime.config
-        rate = cfg.max_commands_per_second
-        now = self.runtime.loop_time()
-        tokens = min(float(cfg.command_burst), self._tokens + (now - self._last) * rate)
-        self._last = now
-        if tokens < 1.0:
+    async def _throttle(self, bucket: _Bucket, kind: str, what: str) -> None:
+        """Take a token from ``bucket``, waiting for one if the client is over its rate
+        (the command is delayed, never dropped; TCP slows the client down)."""
+        wait = bucket.take(self.runtime.loop_time())
+        if wait > 0.0:
             self.runtime.stats.throttled_commands += 1
-            self.warn_once("rate_limited", "commands throttled: over %s commands/s", rate)
-            await asyncio.sleep((1.0 - tokens) / rate)
-            now = self.runtime.loop_time()
-            tokens = min(float(cfg.command_burst), tokens + (now - self._last) * rate)
-            self._last = now
-        self._tokens = max(0.0, tokens - 1.0)
+            self.warn_once(kind, "%s throttled: over %s/s", what, bucket.rate)
+            await asyncio.sleep(wait)
 
     async def _handle(self, item: Any) -> None:
         if isinstance(item, bytes):
             if self.state == State.OPEN:
-                await self._throttle()
+                await self._throttle(self._commands, "rate_limited", "commands")
             self._queued_bytes -= len(item)
             if self._paused and self._queued_bytes <= self.runtime.config.max_message_size // 2:
                 self._paused = False
@@ -634,14 +653,17 @@ class Session:
         elif isinstance(command, History):
             await self._history_command(command)
         elif isinstance(command, Whisper):
+            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             await self._whisper(command)
         elif isinstance(command, Join):
+            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             sub = self.subscriptions.get(command.identifier)
             if sub is None:
                 self.warn_once("unknown_subscription", "join for unknown subscription")
                 return
             await self.presence_join(sub, command.id, command.info)
         elif isinstance(command, Leave):
+            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             sub = self.subscriptions.get(command.identifier)
             if sub is not None:
                 await self.presence_leave(sub)
