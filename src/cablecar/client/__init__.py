@@ -19,6 +19,7 @@ from cablecar.errors import ConnectionRejected, SubscriptionRejected
 
 from .consumer import SUBPROTOCOLS, Consumer, connect
 from .monitor import STALE_THRESHOLD, Backoff, ConnectionMonitor
+from .presence import Presence, PresenceError
 from .subscription import Subscription, SubscriptionClosed
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "ConnectionMonitor",
     "ConnectionRejected",
     "Consumer",
+    "Presence",
+    "PresenceError",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionRejected",

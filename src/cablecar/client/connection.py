@@ -68,6 +68,9 @@ class Handler(Protocol):
     def _on_history(self, identifier: str, *, found: bool) -> None:
         """confirm_history / reject_history (extended protocol)."""
 
+    def _on_presence(self, identifier: str, message: dict[str, JSON]) -> None:
+        """A presence event or info reply (extended protocol)."""
+
     def _on_socket_closed(self, will_reconnect: bool) -> None:
         """The socket is gone (after ``welcome`` or not)."""
 
@@ -301,6 +304,9 @@ class Connection:
                 self._handler._on_answer(identifier, confirmed=kind == MessageType.CONFIRMATION)
             elif kind in (MessageType.CONFIRM_HISTORY, MessageType.REJECT_HISTORY):
                 self._handler._on_history(identifier, found=kind == MessageType.CONFIRM_HISTORY)
+            elif kind == MessageType.PRESENCE:
+                if isinstance(frame.get("message"), dict):
+                    self._handler._on_presence(identifier, frame["message"])
             elif "message" in frame and kind is None:
                 stream, epoch, offset = (
                     frame.get("stream_id"),

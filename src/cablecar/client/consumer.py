@@ -34,6 +34,7 @@ from cablecar.protocol.constants import Command
 
 from .connection import SUBPROTOCOLS, Connection
 from .monitor import STALE_THRESHOLD, Backoff, ConnectionMonitor
+from .presence import PresenceError
 from .subscription import Callback, Subscription, SubscriptionClosed
 
 __all__ = ["SUBPROTOCOLS", "Consumer", "connect"]
@@ -279,6 +280,23 @@ class Consumer:
                 # once the subscription is confirmed on the next connection.
                 await asyncio.sleep(0.01)
 
+    async def _send_ext(self, sub: Subscription, frame: dict[str, JSON]) -> None:
+        """An extended-protocol command of ``sub`` (whisper, join, leave, presence),
+        sent once the subscription is confirmed on the live connection."""
+        await sub.wait_connected(self._send_timeout)
+        if not self._connection.ext:
+            raise PresenceError(
+                f"{frame['command']} needs the extended protocol (a server with history=True)"
+            )
+        with contextlib.suppress(ConnectionClosed):
+            await self._connection.send({**frame, "identifier": sub.identifier})
+
+    def _joined(self, identifier: str) -> tuple[str, JSON] | None:
+        for sub in self._subs.get(identifier, ()):
+            if sub.presence.joined is not None:
+                return sub.presence.joined
+        return None
+
     def _history_request(self, identifier: str) -> dict[str, JSON]:
         return {"since": self._since, "streams": dict(self._positions.get(identifier, {}))}
 
@@ -287,6 +305,9 @@ class Consumer:
         frame: dict[str, JSON] = {"command": Command.SUBSCRIBE, "identifier": identifier}
         if self._connection.ext and identifier in self._positions:
             frame["history"] = self._history_request(identifier)  # what we missed
+        joined = self._joined(identifier) if self._connection.ext else None
+        if joined is not None:  # join again right after the confirmation
+            frame["presence"] = {"id": joined[0], "info": joined[1]}
         with contextlib.suppress(ConnectionClosed):
             await self._connection.send(frame)
 
@@ -318,6 +339,15 @@ class Consumer:
                             "history": self._history_request(identifier),
                         }
                     )
+                    joined = self._joined(identifier)
+                    if joined is not None:  # the server kept it; joining again is quiet
+                        await self._connection.send(
+                            {
+                                "command": "join",
+                                "identifier": identifier,
+                                "presence": {"id": joined[0], "info": joined[1]},
+                            }
+                        )
             else:
                 await self._send_subscribe(identifier)
 
@@ -341,6 +371,11 @@ class Consumer:
             self._since = int(time.time())
         for sub in list(self._subs.get(identifier, ())):
             sub._on_message(message, position)
+
+    def _on_presence(self, identifier: str, message: dict[str, JSON]) -> None:
+        """A presence frame: an event, or the answer to ``info``."""
+        for sub in list(self._subs.get(identifier, ())):
+            sub.presence._on_frame(message)
 
     def _on_history(self, identifier: str, *, found: bool) -> None:
         """The server answered a history request: complete, or the gap is lost."""

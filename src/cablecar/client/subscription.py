@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from cablecar._json import JSON
 from cablecar.errors import CablecarError, SubscriptionRejected
 
+from .presence import Presence
+
 if TYPE_CHECKING:
     from .consumer import Consumer
 
@@ -114,6 +116,8 @@ class Subscription:
             "disconnected": on_disconnected,
             "rejected": on_rejected,
         }
+        #: Presence on the subscription's presence stream (extended protocol).
+        self.presence = Presence(self)
         self._released = asyncio.Event()  # set when subscribe() hands the subscription out
         self._events: asyncio.Queue[tuple[str, tuple[Any, ...]]] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -188,6 +192,20 @@ class Subscription:
             TimeoutError: the subscription stayed disconnected for ``send_timeout``.
         """
         await self._consumer._send_message(self, dict(data))
+
+    async def whisper(self, data: JSON) -> None:
+        """Send ``data`` to the other subscribers of the channel's whisper stream
+        (``stream_from(..., whisper=True)``) with no action code and no history: typing
+        indicators, cursors. Nothing comes back; the sender does not receive it.
+
+        Raises:
+            PresenceError: the connection does not speak the extended protocol.
+            SubscriptionClosed: the subscription has ended.
+        """
+        await self._command("whisper", data=data)
+
+    async def _command(self, command: str, **fields: JSON) -> None:
+        await self._consumer._send_ext(self, {"command": command, **fields})
 
     # -- receiving ---------------------------------------------------------------------
 

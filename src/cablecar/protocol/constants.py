@@ -38,6 +38,7 @@ class MessageType(StrEnum):
     REJECTION = "reject_subscription"
     CONFIRM_HISTORY = "confirm_history"
     REJECT_HISTORY = "reject_history"
+    PRESENCE = "presence"
     PONG = "pong"
 
 
