@@ -232,3 +232,30 @@ async def test_floods_are_throttled_and_bounded_and_others_go_on(
     assert elapsed > 2.0, elapsed
     for ws in (flooder, watcher):  # read what is left (a client that stops reading
         await ws.quiet(0.3)  # cannot see the server's close frame)
+
+
+async def test_plain_clients_joined_by_their_channel_stay_while_connected(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """A plain Action Cable client whose channel joins presence for it (``join_presence``)
+    stays a member past the TTL while connected (kept alive like extended sessions;
+    AnyCable lets it expire), sees the events as ordinary messages, and leaves one TTL
+    after its socket closes."""
+    cable = make_cable(presence_ttl=0.6)
+    server = await cablecar_server(cable)
+    watcher, _ = await ext_connect(ws_connect, server.url)
+    await watcher.subscribe(ROOM)
+    plain = await ws_connect(server.url)  # actioncable-v1-json
+    host = '{"channel":"HostChannel"}'
+    await plain.subscribe(host)
+    await plain.perform(host, "arrive", id="p1")
+    assert await next_presence(watcher) == {"type": "join", "id": "p1", "info": {"by": "server"}}
+    got = await plain.recv_data()
+    assert got == {
+        "identifier": host,
+        "message": {"type": "join", "id": "p1", "info": {"by": "server"}},
+    }
+    await asyncio.sleep(1.5)  # more than two TTLs
+    assert (await info(watcher))["message"]["records"] == [{"id": "p1", "info": {"by": "server"}}]
+    await plain.close()
+    assert await next_presence(watcher) == {"type": "leave", "id": "p1"}

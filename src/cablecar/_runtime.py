@@ -229,12 +229,12 @@ class Runtime:
         return len(self._present)
 
     def presence_joined(self, session: Session, sub: Subscription) -> None:
-        if sub.presence_stream is not None and session.sid is not None:
-            self._present[(sub.presence_stream, session.sid)] = None
+        if sub.presence_stream is not None:
+            self._present[(sub.presence_stream, session.presence_key)] = None
 
     def presence_left(self, session: Session, sub: Subscription) -> None:
-        if sub.presence_stream is not None and session.sid is not None:
-            self._present.pop((sub.presence_stream, session.sid), None)
+        if sub.presence_stream is not None:
+            self._present.pop((sub.presence_stream, session.presence_key), None)
 
     def presence_detached(self, session: Session) -> None:
         """The socket is gone: keep its members one last TTL (a quick reconnect or
@@ -244,8 +244,7 @@ class Runtime:
             if sub.presence_id is not None and sub.presence_stream is not None:
                 self.presence_left(session, sub)
                 sub.presence_id = None  # unsubscribing at teardown must not leave
-                assert session.sid is not None
-                records.append((sub.presence_stream, session.sid))
+                records.append((sub.presence_stream, session.presence_key))
         if records and self.store is not None:
             self.spawn(self.store.presence_touch(records))
 

@@ -156,6 +156,7 @@ class Session:
         "_commands",
         "_paused",
         "_peers",
+        "_presence_key",
         "_queue",
         "_queued_bytes",
         "_task",
@@ -202,6 +203,7 @@ class Session:
         #: This connection's session id (extended protocol), and the ones it resumed.
         self.sid: str | None = None
         self.lineage: tuple[str, ...] = ()
+        self._presence_key: str | None = None
         #: Loop time of the client's last message (``pong_timeout``).
         self.last_seen = now
 
@@ -250,8 +252,9 @@ class Session:
             self.runtime.stats.closed["client"] += 1
         self.state = State.CLOSED
         self.runtime.closed(self)
-        if self.sid is not None and self.welcomed:
-            self.runtime.save_session(self, final=True)  # resumable for sessions_ttl
+        if self.welcomed:
+            if self.sid is not None:
+                self.runtime.save_session(self, final=True)  # resumable for sessions_ttl
             self.runtime.presence_detached(self)
         self._detach()
         self._queue.clear()
@@ -839,6 +842,16 @@ class Session:
 
     # -- presence (extended protocol) -------------------------------------------------------
 
+    @property
+    def presence_key(self) -> str:
+        """What this connection's presence records are kept under: its ``sid``, or for a
+        plain-protocol client (joined by its channel, ``join_presence``) a private key."""
+        if self.sid is not None:
+            return self.sid
+        if self._presence_key is None:
+            self._presence_key = "p:" + secrets.token_urlsafe(12)
+        return self._presence_key
+
     def _presence_error(self, sub: Subscription) -> None:
         self.send(frames.presence(sub.identifier_json, {"type": "error"}))
 
@@ -849,7 +862,7 @@ class Session:
         runtime = self.runtime
         store = runtime.store
         stream = sub.presence_stream
-        if store is None or self.sid is None or stream is None or stream not in sub.streams:
+        if store is None or stream is None or stream not in sub.streams:
             self._presence_error(sub)
             return
         try:
@@ -867,7 +880,7 @@ class Session:
         if sub.presence_id is not None and sub.presence_id != pid:
             await self.presence_leave(sub)
         try:
-            new = await store.presence_join(stream, self.sid, pid, encoded)
+            new = await store.presence_join(stream, self.presence_key, pid, encoded)
         except Exception as exc:
             logger.warning("%s: presence unavailable: %s", self, exc)
             self._presence_error(sub)
@@ -885,12 +898,12 @@ class Session:
         runtime = self.runtime
         store = runtime.store
         stream = sub.presence_stream
-        if store is None or self.sid is None or stream is None or sub.presence_id is None:
+        if store is None or stream is None or sub.presence_id is None:
             return
         sub.presence_id = None
         runtime.presence_left(self, sub)
         try:
-            gone = await store.presence_leave(stream, self.sid)
+            gone = await store.presence_leave(stream, self.presence_key)
         except Exception as exc:
             logger.warning("%s: presence unavailable: %s", self, exc)
             return
