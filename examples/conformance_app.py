@@ -46,7 +46,8 @@ class ChatChannel(Channel):
         if not self.params.get("room"):
             self.reject()
             return
-        self.stream_from(f"chat_{self.params['room']}")
+        # presence and whisper for extended-protocol clients (history=True)
+        self.stream_from(f"chat_{self.params['room']}", presence=True, whisper=True)
 
     async def speak(self, data: dict[str, Any]) -> None:
         await self.cable.broadcast(

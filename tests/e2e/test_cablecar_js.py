@@ -50,8 +50,11 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.
     raise TimeoutError(f"no /health answer on port {port} within {timeout} s")
 
 
-def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
-    """Every test of cablecar.js passes against `cablecar serve examples/conformance_app.py`."""
+@pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
+def test_cablecar_js_passes_its_node_tests_against_cablecar(history: bool) -> None:
+    """Every test of cablecar.js passes against `cablecar serve examples/conformance_app.py`;
+    with ``history=True`` it speaks the extended protocol (and its resume, presence and
+    whisper tests run too)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (make test installs it)")
@@ -70,7 +73,11 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
             "warning",
         ],
         cwd=ROOT,
-        env={**os.environ, "CABLE_STREAMS_SECRET": STREAMS_SECRET},
+        env={
+            **os.environ,
+            "CABLE_STREAMS_SECRET": STREAMS_SECRET,
+            "CABLE_HISTORY": "1" if history else "0",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -83,6 +90,7 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
                 **os.environ,
                 "CABLE_URL": f"ws://127.0.0.1:{port}/cable",
                 "STREAMS_SECRET": STREAMS_SECRET,
+                "CABLE_EXT": "1" if history else "0",
             },
             capture_output=True,
             text=True,
@@ -103,3 +111,5 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar() -> None:
         f"server stderr:\n{errors.decode(errors='replace')[-3000:]}"
     )
     assert passed and int(passed[1]) >= 10, report[-2000:]
+    skipped = re.search(r"^# skipped (\d+)", report, re.M)
+    assert skipped and skipped[1] == ("0" if history else "2"), report[-2000:]

@@ -320,3 +320,60 @@ test("streamFromSigned() receives a signed stream; a forged name is rejected", {
   assert.deepEqual(signed.got, [{ from: "signer", body: "over a signed stream" }]);
   assert.ok(!has(forged, "connected"));
 });
+
+// -- the extended protocol (CABLE_EXT=1: the server runs with history=True) --------------
+const skipExt = skip || (process.env.CABLE_EXT === "1" ? false : "CABLE_EXT is not set");
+
+test("extended: a cut connection resumes its session and misses nothing", { skip: skipExt }, async () => {
+  const room = unique("resume");
+  const proxy = await startProxy(CABLE_URL);
+  const c = consumer("resumer", { base: proxy.url, reconnectDelay: { min: 0.1, max: 0.3, factor: 1.5, jitter: 0 } });
+  const sub = subscribe(c, { channel: "ChatChannel", room });
+  const speaker = subscribe(consumer("speaker"), { channel: "ChatChannel", room });
+  await waitFor(() => has(sub, "connected") && has(speaker, "connected"), "both subscribed");
+  assert.equal(c.ext, true);
+  assert.ok(c.sid, "a session id from the welcome");
+  speaker.perform("speak", { body: "0" });
+  await waitFor(() => sub.log.received.length === 1, "the first message");
+  await proxy.refuse();
+  await waitFor(() => c.state === "reconnecting", "the cut");
+  for (let n = 1; n <= 5; n++) speaker.perform("speak", { body: String(n) });
+  await waitFor(() => speaker.log.received.length === 6, "the speaker's own echoes");
+  await proxy.accept();
+  await waitFor(() => sub.log.received.length === 6, "the missed messages", 10000);
+  speaker.perform("speak", { body: "6" });
+  await waitFor(() => sub.log.received.length === 7, "a live one");
+  assert.deepEqual(sub.log.received.map((m) => m.body), ["0", "1", "2", "3", "4", "5", "6"]);
+  assert.ok(c.states.some((s) => s.state === "connected" && s.restored), "the session was resumed");
+  assert.ok(count(sub, "connected") >= 1);
+});
+
+test("extended: presence join/info/leave and whisper between two consumers", { skip: skipExt }, async () => {
+  const room = unique("presence");
+  const events = [];
+  const ann = consumer("ann").subscriptions.create({ channel: "ChatChannel", room }, {
+    connected() { this.up = true; }, received(m) { (this.got ||= []).push(m); },
+  });
+  const bob = consumer("bob").subscriptions.create({ channel: "ChatChannel", room }, {
+    connected() { this.up = true; }, received(m) { (this.got ||= []).push(m); },
+    presenceChanged(event) { events.push(event); },
+  });
+  await waitFor(() => ann.up && bob.up, "both subscribed");
+  assert.ok(ann.presence.join("ann", { name: "Ann" }));
+  await waitFor(() => events.length === 1, "the join event");
+  assert.deepEqual(events[0], { type: "join", id: "ann", info: { name: "Ann" } });
+  assert.deepEqual(await bob.presence.info(), { ann: { name: "Ann" } });
+  assert.ok(ann.whisper({ typing: true }));
+  await waitFor(() => bob.got?.length === 1, "the whisper");
+  assert.deepEqual(bob.got, [{ typing: true }]);
+  await sleep(300);
+  assert.equal(ann.got, undefined, "the sender does not get its own whisper");
+  ann.presence.leave();
+  await waitFor(() => events.length === 2, "the leave event");
+  assert.deepEqual(events[1], { type: "leave", id: "ann" });
+  const plain = consumer("cid").subscriptions.create({ channel: "BenchmarkChannel" }, {
+    connected() { this.up = true; },
+  });
+  await waitFor(() => plain.up, "a channel without presence");
+  await assert.rejects(plain.presence.info(), /not available/);
+});

@@ -13,6 +13,11 @@
 //   room.perform("speak", { body: "hi" });                // true if the frame was sent
 //   consumer.streamFromSigned(signedName, { received(data) {} });  // a signed stream ($pubsub)
 //
+// With a cablecar server on history=True it speaks AnyCable's extended protocol (turn it
+// off with createConsumer(url, {extended: false})): a reconnect resumes the session (?sid=)
+// and gets what was missed, in order; room.whisper(data) and room.presence.join(id, info),
+// .leave(), await .info(); events at the mixin's presenceChanged({type, id, info}).
+//
 // Behaviour, compared with the official client:
 // - Commands are sent only after the server's welcome; every subscription is (re)sent on
 //   each welcome, so subscriptions survive reconnects.
@@ -34,6 +39,9 @@ export const INTERNAL = {
     confirmation: "confirm_subscription", rejection: "reject_subscription" },
   default_mount_path: "/cable",
   protocols: ["actioncable-v1-json", "actioncable-unsupported"],
+  // AnyCable's extended protocol, offered first unless {extended: false}: session resume,
+  // stream history, presence and whisper, where the server speaks it (history=True).
+  ext_protocol: "actioncable-v1-ext-json",
 };
 
 // Swap adapters.WebSocket for another implementation (e.g. the `ws` package under Node).
@@ -66,6 +74,7 @@ export function createWebSocketURL(url) {
 
 export class Consumer {
   static defaults = {
+    extended: true, // offer the extended protocol (resume, history, presence, whisper)
     staleThreshold: 6, // seconds without any frame before the socket counts as dead
     reconnectDelay: { min: 0.5, max: 20, factor: 1.8, jitter: 0.5 }, // seconds; jitter: +0..50%
   };
@@ -85,6 +94,10 @@ export class Consumer {
     this._socketCount = 0;
     this._retryTimer = null;
     this._monitor = null;
+    this.ext = false; // the current socket speaks the extended protocol
+    this.sid = null; // its session id: sent back on reconnect to resume the session
+    this._positions = new Map(); // identifier -> {stream: {epoch, offset}} (history)
+    this._since = 0; // unix seconds of the last positioned message
     if (typeof window !== "undefined") {
       // Back online: don't wait for the backoff timer.
       window.addEventListener("online", () => this._running && !this._ws && this._open());
@@ -92,7 +105,11 @@ export class Consumer {
   }
 
   get url() {
-    return createWebSocketURL(this._url);
+    const url = createWebSocketURL(this._url);
+    if (!this.sid) return url;
+    const withSid = new URL(url);
+    withSid.searchParams.set("sid", this.sid); // resume this session (AnyCable's ?sid=)
+    return withSid.href;
   }
 
   // Subscribe to a stream by a name the server signed (Python: cable.signed_stream_name),
@@ -150,7 +167,8 @@ export class Consumer {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const WebSocketClass = adapters.WebSocket || globalThis.WebSocket;
-    const ws = new WebSocketClass(this.url, [...INTERNAL.protocols, ...this.subprotocols]);
+    const offered = this.options.extended ? [INTERNAL.ext_protocol, ...INTERNAL.protocols] : INTERNAL.protocols;
+    const ws = new WebSocketClass(this.url, [...offered, ...this.subprotocols]);
     this._ws = ws;
     this._welcomed = false;
     this._lastSeen = Date.now();
@@ -158,7 +176,9 @@ export class Consumer {
     this._setState(this._everConnected || this._attempts > 0 ? "reconnecting" : "connecting");
     ws.onopen = () => {
       if (ws !== this._ws) return;
-      if (ws.protocol !== INTERNAL.protocols[0]) {
+      this.ext = ws.protocol === INTERNAL.ext_protocol;
+      if (!this.ext) this.sid = null;
+      if (ws.protocol !== INTERNAL.protocols[0] && !this.ext) {
         logger.log(`unsupported subprotocol '${ws.protocol}', stopping`);
         this._stop("unsupported_protocol");
       }
@@ -179,24 +199,42 @@ export class Consumer {
     this._lastSeen = Date.now();
     const types = INTERNAL.message_types;
     switch (frame.type) {
-      case types.welcome:
+      case types.welcome: {
         this._welcomed = true;
         this._everConnected = true;
         this._attempts = 0;
-        this._setState("connected");
-        return this.subscriptions.reload();
+        if (this.ext && typeof frame.sid === "string") this.sid = frame.sid;
+        const restored = this.ext && frame.restored === true && Array.isArray(frame.restored_ids)
+          ? new Set(frame.restored_ids) : null;
+        this._setState("connected", { restored: Boolean(restored) });
+        return this.subscriptions.reload(restored);
+      }
       case types.disconnect:
         logger.log(`server disconnect: reason=${frame.reason} reconnect=${frame.reconnect}`);
         if (frame.reconnect === false) return this._stop(frame.reason || "disconnect");
         return this._drop(ws, frame.reason);
       case types.ping:
+        if (this.ext) this.send({ command: "pong" });
         return;
       case types.confirmation:
         return this.subscriptions.confirm(frame.identifier);
       case types.rejection:
         return this.subscriptions.reject(frame.identifier);
+      case "confirm_history":
+        return;
+      case "reject_history": // what was missed is no longer in the server's history
+        return this.subscriptions.notify(frame.identifier, "historyLost");
+      case "presence":
+        return this.subscriptions.presence(frame.identifier, frame.message);
       default:
-        if (this._welcomed) this.subscriptions.notify(frame.identifier, "received", frame.message);
+        if (!this._welcomed) return;
+        if (typeof frame.stream_id === "string" && typeof frame.offset === "number") {
+          const streams = this._positions.get(frame.identifier) ?? {};
+          streams[frame.stream_id] = { epoch: frame.epoch, offset: frame.offset };
+          this._positions.set(frame.identifier, streams);
+          this._since = Math.floor(Date.now() / 1000);
+        }
+        this.subscriptions.notify(frame.identifier, "received", frame.message);
     }
   }
 
@@ -243,8 +281,15 @@ export class Consumer {
     }
   }
 
+  // What the extended protocol asks for after a reconnect: everything after our positions.
+  _historyRequest(identifier) {
+    const streams = this._positions.get(identifier);
+    return streams ? { since: this._since, streams } : null;
+  }
+
   _stop(reason) {
     this._running = false;
+    this.sid = null;
     clearInterval(this._monitor);
     clearTimeout(this._retryTimer);
     this._monitor = this._retryTimer = null;
@@ -269,8 +314,67 @@ export class Subscription {
     return this.consumer.send({ command: "message", identifier: this.identifier, data: JSON.stringify(data) });
   }
 
+  // Send data to the other subscribers of the channel's whisper stream (extended protocol):
+  // typing indicators, cursors. False if it could not be sent.
+  whisper(data) {
+    return this.consumer.ext && this.consumer.send({ command: "whisper", identifier: this.identifier, data });
+  }
+
+  // Presence (extended protocol): join(id, info), leave(), info() -> Promise<{id: info}>.
+  // Events arrive at the mixin's presenceChanged({type: "join"|"leave", id, info}) callback.
+  get presence() {
+    this._presence ??= new Presence(this);
+    return this._presence;
+  }
+
   unsubscribe() {
     return this.consumer.subscriptions.remove(this);
+  }
+}
+
+export class Presence {
+  constructor(subscription) {
+    this.subscription = subscription;
+    this.joined = null; // {id, info} while joined: joined again after a reconnect
+    this._waiting = [];
+  }
+
+  join(id, info = null) {
+    this.joined = { id: String(id), info };
+    return this._send({ command: "join", presence: this.joined });
+  }
+
+  leave() {
+    this.joined = null;
+    return this._send({ command: "leave" });
+  }
+
+  info() {
+    return new Promise((resolve, reject) => {
+      if (!this._send({ command: "presence", data: {} })) {
+        reject(new Error("presence needs a connected extended-protocol socket"));
+        return;
+      }
+      this._waiting.push({ resolve, reject });
+    });
+  }
+
+  _send(frame) {
+    const consumer = this.subscription.consumer;
+    return consumer.ext && consumer.send({ ...frame, identifier: this.subscription.identifier });
+  }
+
+  _frame(message) {
+    if (message.type === "info" || message.type === "error") {
+      const waiting = this._waiting.shift();
+      if (!waiting) return;
+      if (message.type === "error") waiting.reject(new Error("presence is not available here"));
+      else waiting.resolve(Object.fromEntries((message.records ?? []).map((r) => [r.id, r.info])));
+    }
+  }
+
+  _disconnected() {
+    for (const waiting of this._waiting.splice(0)) waiting.reject(new Error("disconnected"));
   }
 }
 
@@ -294,7 +398,14 @@ export class Subscriptions {
 
   subscribe(subscription) {
     subscription._confirmedOn = null;
-    if (this._command(subscription, "subscribe")) {
+    const frame = { command: "subscribe", identifier: subscription.identifier };
+    if (this.consumer.ext) {
+      const history = this.consumer._historyRequest(subscription.identifier);
+      if (history) frame.history = history; // what we missed while away
+      const joined = this._joined(subscription.identifier);
+      if (joined) frame.presence = joined; // joined again right after the confirmation
+    }
+    if (this.consumer.send(frame)) {
       this._pending.add(subscription);
       if (!this._retryTimer) this._retryTimer = setTimeout(() => this._retry(), 500);
     }
@@ -333,13 +444,47 @@ export class Subscriptions {
     }
   }
 
-  reload() {
-    for (const subscription of this.subscriptions) this.subscribe(subscription);
+  // After a welcome: subscribe again, except what a resumed session still holds (restored
+  // ids): those are confirmed at once and ask for what was missed.
+  reload(restored = null) {
+    const asked = new Set();
+    for (const subscription of this.subscriptions) {
+      const id = subscription.identifier;
+      if (!restored?.has(id)) {
+        this.subscribe(subscription);
+        continue;
+      }
+      this.confirm(id);
+      if (asked.has(id)) continue;
+      asked.add(id);
+      const history = this.consumer._historyRequest(id);
+      if (history) this.consumer.send({ command: "history", identifier: id, history });
+      const joined = this._joined(id);
+      if (joined) this.consumer.send({ command: "join", identifier: id, presence: joined });
+    }
+  }
+
+  presence(identifier, message) {
+    if (!message || typeof message !== "object") return;
+    for (const subscription of this.findAll(identifier)) {
+      subscription._presence?._frame(message);
+      if (message.type === "join" || message.type === "leave") this.notify(subscription, "presenceChanged", message);
+    }
+  }
+
+  _joined(identifier) {
+    for (const subscription of this.findAll(identifier)) {
+      if (subscription._presence?.joined) return subscription._presence.joined;
+    }
+    return null;
   }
 
   socketClosed() {
     this._pending.clear(); // reload() sends them all again after the next welcome
-    for (const subscription of this.subscriptions) subscription._confirmedOn = null;
+    for (const subscription of this.subscriptions) {
+      subscription._confirmedOn = null;
+      subscription._presence?._disconnected();
+    }
   }
 
   findAll(identifier) {
