@@ -239,8 +239,8 @@ async def test_plain_clients_joined_by_their_channel_stay_while_connected(
 ) -> None:
     """A plain Action Cable client whose channel joins presence for it (``join_presence``)
     stays a member past the TTL while connected (kept alive like extended sessions;
-    AnyCable lets it expire), sees the events as ordinary messages, and leaves one TTL
-    after its socket closes."""
+    AnyCable lets it expire), sees the events as ordinary messages, and leaves when it
+    closes its socket."""
     cable = make_cable(presence_ttl=0.6)
     server = await cablecar_server(cable)
     watcher, _ = await ext_connect(ws_connect, server.url)

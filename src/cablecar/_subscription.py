@@ -82,6 +82,7 @@ class Subscription:
         "holding",
         "identifier",
         "identifier_json",
+        "join_on_confirm",
         "key",
         "pending",
         "presence_id",
@@ -122,6 +123,8 @@ class Subscription:
         self.presence_stream: str | None = None
         #: The presence member id this subscription joined as, if any.
         self.presence_id: str | None = None
+        #: A ``join_presence`` made in ``subscribed``: done right after the confirmation.
+        self.join_on_confirm: tuple[str, Any] | None = None
         self.holding = False
         self.held: set[str] = set()
         self.buffered: list[tuple[str, int, bytes, bytes]] = []

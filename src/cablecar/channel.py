@@ -319,18 +319,23 @@ class Channel:
 
     async def join_presence(self, id: str | int, info: Any = None) -> None:
         """Join this subscription's presence stream (``stream_from(..., presence=True)``)
-        as member ``id`` on behalf of the client (``history=True`` cables, extended
-        protocol clients). Subscribers get a ``join`` event when ``id`` is new.
+        as member ``id`` on behalf of the client (cables with ``history=True``; any
+        client). Subscribers get a ``join`` event when ``id`` is new.
+
+        Called in ``subscribed`` the join happens right after the confirmation. Works
+        for plain Action Cable clients too (they get the events as ordinary messages).
 
         Example::
 
             async def subscribed(self):
                 self.stream_from(f"room_{self.params['room']}", presence=True)
-
-            async def after_confirm(self):   # or any async action
                 await self.join_presence(self.current_user.id, {"name": self.current_user.name})
         """
         sub = self.__sub
+        if sub.presence_stream is not None and sub.presence_stream not in sub.streams:
+            # In subscribed(): the stream goes live with the confirmation; join then.
+            sub.join_on_confirm = (str(id), info)
+            return
         await sub.session.presence_join(sub, str(id), info)
 
     async def leave_presence(self) -> None:

@@ -154,6 +154,7 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_commands",
+        "_goodbye",
         "_paused",
         "_peers",
         "_presence_key",
@@ -204,6 +205,7 @@ class Session:
         self.sid: str | None = None
         self.lineage: tuple[str, ...] = ()
         self._presence_key: str | None = None
+        self._goodbye = False  # the client closed first (a close frame)
         #: Loop time of the client's last message (``pong_timeout``).
         self.last_seen = now
 
@@ -255,7 +257,8 @@ class Session:
         if self.welcomed:
             if self.sid is not None:
                 self.runtime.save_session(self, final=True)  # resumable for sessions_ttl
-            self.runtime.presence_detached(self)
+            if not self._goodbye:  # vanished: members stay one presence_ttl
+                self.runtime.presence_detached(self)  # (else the teardown leaves at once)
         self._detach()
         self._queue.clear()
         self._queued_bytes = 0
@@ -263,10 +266,13 @@ class Session:
         self._enqueue(_TEARDOWN)
 
     def peer_closing(self) -> None:
-        """The client sent a close frame: nothing more is sent to it."""
+        """The client sent a close frame: nothing more is sent to it. A client that
+        closes first is leaving (a tab closed, a page left): its presence ends at once
+        rather than one ``presence_ttl`` later."""
         if self.state < State.CLOSING:
             self.runtime.stats.closed["client"] += 1
             self.state = State.CLOSING
+            self._goodbye = True
 
     def _detach(self) -> None:
         # Leave the hub at once: no broadcast is written to a closing socket.
@@ -758,6 +764,9 @@ class Session:
             # messages are kept). Answer in a later write; live broadcasts are held.
             await asyncio.sleep(_REPLAY_AFTER_CONFIRM)
             await self._replay(sub, history)
+        if sub.join_on_confirm is not None:  # join_presence() in subscribed()
+            deferred, sub.join_on_confirm = sub.join_on_confirm, None
+            await self.presence_join(sub, *deferred)
         if presence is not None and self.ext:
             await self.presence_join(sub, *presence)
         sub.start_timers(runtime.timer_clock())

@@ -7,6 +7,7 @@ separate person with their own storage and WebSocket. The demo runs as its own p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -180,7 +181,8 @@ def _room(prefix: str) -> str:
 def test_people_in_a_room_see_each_other_live_and_other_rooms_stay_apart(
     demo: DemoProcess, people: Any
 ) -> None:
-    """Two people in one room see each other's messages, joins, leaves and typing at once;
+    """Two people in one room see each other's messages, joins, leaves and typing at once
+    (protocol presence and whisper); a tab that crashes leaves within the presence TTL;
     a third person in another room (created from the page) sees none of it; a newcomer
     gets the room's history; the how-it-works panel measures all three ways."""
     room = _room("tea")
@@ -242,11 +244,18 @@ def test_people_in_a_room_see_each_other_live_and_other_rooms_stay_apart(
     expect(dave.messages.locator(".body")).to_have_text(["hello from bob"], timeout=WAIT_MS)
     expect(dave.page.locator("#member-list .member")).to_have_count(3)
 
-    # Leaving: bob closes his tab; alice sees him go.
+    # Leaving: bob closes his tab (the browser closes the socket); alice sees him go.
     bob.context.close()
     expect(alice.page.locator("#member-list")).not_to_contain_text("bob", timeout=WAIT_MS)
     expect(alice.page.locator("#messages")).to_contain_text("bob left.")
     expect(alice.page.locator("#member-count")).to_have_text("(2)")
+
+    # Vanishing: dave's tab crashes (no unsubscribe, no close frame from the page); he is
+    # still listed at first and leaves within the presence TTL (5 s) plus the sweep.
+    with contextlib.suppress(playwright_sync.Error):
+        dave.page.goto("chrome://crash", timeout=WAIT_MS)
+    expect(alice.page.locator("#messages")).to_contain_text("dave left.", timeout=WAIT_MS * 3)
+    expect(alice.page.locator("#member-list")).not_to_contain_text("dave")
 
 
 def test_bad_input_is_refused_or_shown_as_plain_text(demo: DemoProcess, people: Any) -> None:

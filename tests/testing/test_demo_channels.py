@@ -54,9 +54,9 @@ async def test_joining_sends_history_then_announces_the_newcomer(
     assert sub.confirmed
     sub.assert_has_stream(LOBBY)
     epoch = cablecar_tester.cable.rooms.epoch  # type: ignore[attr-defined]
-    # The join is broadcast from subscribed(), before the stream is live: the newcomer
-    # gets the members in its history instead.
-    [history] = sub.transmissions
+    # Presence: the channel joins the newcomer right after the confirmation, so it is in
+    # the history's members and then sees its own join, like everyone in the room.
+    history, own_join = sub.transmissions
     assert history == {
         "type": "history",
         "room": "lobby",
@@ -65,9 +65,8 @@ async def test_joining_sends_history_then_announces_the_newcomer(
         "members": ["ada"],
         "you": {"name": "ada", "sid": sub.connection.sid},
     }
-    cablecar_tester.assert_broadcast_on(
-        LOBBY, {"type": "presence", "event": "join", "name": "ada", "members": ["ada"]}
-    )
+    assert own_join == {"type": "join", "id": "ada", "info": {"name": "ada"}}
+    cablecar_tester.assert_broadcast_on(LOBBY, own_join)
     cablecar_tester.assert_broadcast_on(ROOMS_STREAM, {"type": "rooms", "rooms": ANY})
     lobby = cablecar_tester.broadcasts(ROOMS_STREAM)[-1]["rooms"][0]
     assert lobby == {"name": "lobby", "members": 1, "messages": 0}
@@ -146,26 +145,20 @@ async def test_speaking_too_fast_is_refused(cablecar_tester: ChannelTester) -> N
     cablecar_tester.assert_broadcasts(LOBBY, 11)  # the join and ten messages
 
 
-async def test_typing_is_announced_at_most_once_a_second(cablecar_tester: ChannelTester) -> None:
-    ada = await join(cablecar_tester, "ada")
-    with cablecar_tester.capture_broadcasts(LOBBY) as messages:
-        await ada.perform("typing")
-        await ada.perform("typing")
-    assert messages == [{"type": "typing", "name": "ada", "sid": ada.connection.sid}]
-
-
 async def test_leaving_is_announced_when_a_names_last_socket_goes(
     cablecar_tester: ChannelTester,
 ) -> None:
-    """Two tabs with one name: the name leaves with the second."""
+    """Two tabs with one name (one presence member): the name leaves with the second.
+    (A tab that vanishes without unsubscribing leaves ``presence_ttl`` later: the
+    browser test shows it.)"""
     ada1 = await join(cablecar_tester, "ada")
     ada2 = await join(cablecar_tester, "ada")
     cablecar_tester.assert_broadcasts(LOBBY, 1)  # one join
     with cablecar_tester.capture_broadcasts(LOBBY) as messages:
         await ada1.unsubscribe()
         assert messages == []
-        await ada2.connection.disconnect()
-    assert messages == [{"type": "presence", "event": "leave", "name": "ada", "members": []}]
+        await ada2.unsubscribe()
+    assert messages == [{"type": "leave", "id": "ada"}]
     rooms = cablecar_tester.broadcasts(ROOMS_STREAM)[-1]["rooms"]
     assert rooms[0] == {"name": "lobby", "members": 0, "messages": 0}
 

@@ -14,11 +14,18 @@ and then broadcasts to the room::
 
     MESSAGE = {"type": "message", "id": 7, "room": ..., "name": ..., "sid": ...,
                "body": ..., "ts": <server time, ms since the epoch>, "epoch": ...}
-    {"type": "presence", "event": "join" | "leave", "name": ..., "members": [...]}
-    {"type": "typing", "name": ..., "sid": ...}
+
+Who is in the room is protocol presence (the cable runs with ``history=True``): the
+channel joins each subscriber to the room stream's presence under its name, so
+extended-protocol clients (cablecar.js, ``@anycable/web``) get ``presence`` frames
+``{"type": "join", "id": NAME, "info": {"name": NAME}}`` and ``{"type": "leave", "id":
+NAME}``, and plain Action Cable clients the same objects as ordinary messages. Several tabs
+with one name count once; a tab that vanishes leaves ``presence_ttl`` (5 s) later.
+"Someone is typing" is a whisper on the room stream, ``{"type": "typing", "name": ...,
+"sid": ...}``, sent by the page straight to the others (no action, no history).
 
 Actions: ``speak {"body"}`` (refused with ``{"type": "error", "code": ..., "message": ...}``
-when empty, longer than 2000 characters or too fast), ``typing {}``.
+when empty, longer than 2000 characters or too fast).
 
 ``RoomsChannel`` transmits and then broadcasts ``{"type": "rooms", "rooms": [{"name",
 "members", "messages"}, ...]}``; action ``create {"name"}``.
@@ -222,41 +229,37 @@ class ChatChannel(_DemoChannel):
     #: Each subscriber may speak this many times per ``_SPEAK_WINDOW`` seconds.
     _SPEAK_LIMIT = 10
     _SPEAK_WINDOW = 10.0
-    _TYPING_EVERY = 1.0
 
     async def subscribed(self) -> None:
         self._room: Room | None = None
         self._spoken: deque[float] = deque(maxlen=self._SPEAK_LIMIT)
-        self._typed_at = 0.0
         room = self._rooms.get_or_create(self.params.get("room"))
         if room is None:
             self.reject()
             return
         self._room = room
-        self.stream_from(room.stream)
+        self.stream_from(room.stream, presence=True, whisper=True)
         name: str = self.user_name
-        joined = room.join(name)
+        room.join(name)
+        await self.join_presence(name, {"name": name})  # a "join" when the name is new here
+        members = {*await self.cable.presence(room.stream), name}
         self.transmit(
             {
                 "type": "history",
                 "room": room.name,
                 "epoch": room.epoch,
                 "messages": list(room.messages),
-                "members": room.member_names(),
+                "members": sorted(members, key=str.casefold),
                 "you": {"name": name, "sid": self.sid},
             }
         )
-        if joined:
-            await self._presence("join", name)
         await self._broadcast_room_list()
 
     async def unsubscribed(self) -> None:
         room = getattr(self, "_room", None)
         if room is None:
             return
-        name: str = self.user_name
-        if room.leave(name):
-            await self._presence("leave", name)
+        room.leave(self.user_name)  # presence leaves by itself
         await self._broadcast_room_list()
 
     async def speak(self, data: dict[str, Any]) -> None:
@@ -284,28 +287,6 @@ class ChatChannel(_DemoChannel):
             return
         self._spoken.append(now)
         await self.cable.broadcast(room.stream, room.add(self.user_name, self.sid, body))
-
-    async def typing(self) -> None:
-        """Tell the room that this person is typing (at most once a second)."""
-        now = time.monotonic()
-        if self._room is None or now - self._typed_at < self._TYPING_EVERY:
-            return
-        self._typed_at = now
-        await self.cable.broadcast(
-            self._room.stream, {"type": "typing", "name": self.user_name, "sid": self.sid}
-        )
-
-    async def _presence(self, event: str, name: str) -> None:
-        assert self._room is not None
-        await self.cable.broadcast(
-            self._room.stream,
-            {
-                "type": "presence",
-                "event": event,
-                "name": name,
-                "members": self._room.member_names(),
-            },
-        )
 
 
 class RoomsChannel(_DemoChannel):
@@ -378,6 +359,8 @@ class DemoCable(Cable):
             channels=[ChatChannel, RoomsChannel],
             pubsub=pubsub,
             allowed_origins=None,  # browsers: the page's own origin only
+            history=True,  # presence and whisper; a reconnecting page resumes its session
+            presence_ttl=5.0,
         )
         self.rooms = ChatRooms(history_size)
         self.static_files = _load_static()

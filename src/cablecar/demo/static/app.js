@@ -40,6 +40,7 @@ const state = {
   rooms: [],
   epoch: null, // changes when the server restarts (message ids start again)
   seen: new Set(),
+  members: new Set(), // names in the room: protocol presence
   typers: new Map(), // sid -> {name, until}
   lastTypingSent: 0,
   clockOffset: 0, // server clock minus ours, from the fastest HTTP round trip
@@ -159,7 +160,22 @@ function joinRoom(room) {
     received(data) {
       if (room === state.room) onRoomData(data);
     },
+    // Presence events (extended protocol); plain Action Cable gets them in received().
+    presenceChanged(event) {
+      if (room === state.room) onPresence(event);
+    },
   });
+}
+
+// Someone joined or left the room (protocol presence: once per name, however many tabs).
+function onPresence(event) {
+  const name = event.type === "join" ? (event.info?.name ?? event.id) : event.id;
+  if (typeof name !== "string") return;
+  if (event.type === "join") state.members.add(name);
+  else if (event.type === "leave") state.members.delete(name);
+  else return;
+  setMembers([...state.members].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: "base" })));
+  if (name !== state.name) addNotice(`${name} ${event.type === "join" ? "joined" : "left"}.`);
 }
 
 // -- what the room channel sends ----------------------------------------------------------
@@ -177,6 +193,7 @@ function onRoomData(data) {
       log.setAttribute("aria-busy", "true"); // don't read 50 old messages aloud
       for (const message of data.messages) addMessage(message);
       log.setAttribute("aria-busy", "false");
+      state.members = new Set(data.members);
       setMembers(data.members);
       const newest = data.messages.at(-1)?.id ?? 0;
       for (const column of [rr, poll]) {
@@ -193,11 +210,10 @@ function onRoomData(data) {
       state.typers.delete(data.sid);
       return renderTyping();
     }
-    case "presence":
-      setMembers(data.members);
-      if (data.name !== state.name) addNotice(`${data.name} ${data.event === "join" ? "joined" : "left"}.`);
-      return;
-    case "typing":
+    case "join":
+    case "leave":
+      return onPresence(data);
+    case "typing": // a whisper from another page
       if (data.sid === state.sid) return;
       state.typers.set(data.sid, { name: data.name, until: Date.now() + TYPING_SHOWN_MS });
       renderTyping();
@@ -404,7 +420,8 @@ input.addEventListener("input", () => {
   showError("composer-error", "");
   const now = Date.now();
   if (input.value.trim() && state.chatSub && now - state.lastTypingSent > TYPING_SEND_EVERY_MS) {
-    if (state.chatSub.perform("typing")) state.lastTypingSent = now;
+    // A whisper: straight to the others in the room, no action code, no history.
+    if (state.chatSub.whisper({ type: "typing", name: state.name, sid: state.sid })) state.lastTypingSent = now;
   }
 });
 
