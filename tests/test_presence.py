@@ -259,3 +259,36 @@ async def test_plain_clients_joined_by_their_channel_stay_while_connected(
     assert (await info(watcher))["message"]["records"] == [{"id": "p1", "info": {"by": "server"}}]
     await plain.close()
     assert await next_presence(watcher) == {"type": "leave", "id": "p1"}
+
+
+@pytest.mark.services
+async def test_a_burst_of_joins_on_redis_all_succeed(
+    cablecar_server: Any, ws_connect: ConnectWS, redis_server: Any
+) -> None:
+    """150 members join at the same moment on a Redis cable: every one is joined (no
+    "Too many connections" error from the Redis client's pool: calls wait for a
+    connection instead), each member sees all 150 joins, and the count is right."""
+    cable = make_cable(redis_server.url, channel_prefix=f"burst{id(ws_connect)}")
+    server = await cablecar_server(cable)
+    clients = [(await ext_connect(ws_connect, server.url))[0] for _ in range(150)]
+    for ws in clients:
+        await ws.subscribe(ROOM)
+    seen: list[list[str]] = [[] for _ in clients]
+
+    async def read(i: int, ws: WS) -> None:  # every client keeps reading
+        while True:
+            frame = await ws.recv_until(lambda m: m.get("type") == "presence", timeout=60)
+            seen[i].append(frame["message"]["type"])
+
+    readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(clients)]
+    await asyncio.gather(*(join(ws, f"m{i}", None) for i, ws in enumerate(clients)))
+    async with asyncio.timeout(TIMEOUT * 4):
+        while not all(len(types) >= 150 for types in seen):
+            await asyncio.sleep(0.05)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    assert all(types.count("join") == 150 and "error" not in types for types in seen)
+    assert (await info(clients[0], return_records=False))["message"]["total"] == 150
+    for ws in clients:  # vanish (no close handshake behind 150 unread leave events each)
+        ws.conn.transport.abort()  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from ..errors import AdapterError
@@ -180,13 +180,27 @@ return gone
 )
 
 
+#: Connections one store keeps to Redis at most.
+_POOL_SIZE = 32
+
+
 class RedisStore:
     """A :class:`~cablecar.history.HistoryStore` in Redis (see the module docstring)."""
 
     def __init__(self, url: str, settings: StoreSettings, *, prefix: str | None = None) -> None:
         self.settings = settings
         self.epoch = ""
-        self._redis: Redis = Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        # A blocking pool: past its size, store calls wait for a free connection (at most
+        # the socket timeout) instead of failing at once with "Too many connections", as
+        # redis-py's default pool does under a burst of joins or broadcasts.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=_POOL_SIZE,
+            timeout=5.0,
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+        )
+        self._redis: Redis = Redis.from_pool(pool)
         self._p = f"cablecar:{prefix}:" if prefix else "cablecar:"
         self._append = self._redis.register_script(_APPEND)
         self._read = self._redis.register_script(_READ)
