@@ -156,10 +156,11 @@ async def _whisper(url: str, pid: int, clients: int, senders: int, each: int) ->
     await asyncio.gather(*(ws.close() for ws in sockets))  # readers drain meanwhile
     for task in readers:
         task.cancel()
-    out["whisper_vs_broadcast_cpu"] = round(
-        out["whisper"]["server_cpu_us_per_delivery"]
-        / out["broadcast"]["server_cpu_us_per_delivery"],
-        2,
+    broadcast_cpu = out["broadcast"]["server_cpu_us_per_delivery"]
+    out["whisper_vs_broadcast_cpu"] = (  # None when the run was too short to see CPU ticks
+        round(out["whisper"]["server_cpu_us_per_delivery"] / broadcast_cpu, 2)
+        if broadcast_cpu
+        else None
     )
     return out
 

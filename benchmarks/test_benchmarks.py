@@ -19,6 +19,7 @@ from connect_storm import run_connect_storm
 from fanout import default_burst, run_fanout, summarize
 from idle_memory import run_idle_memory
 from many_streams import run_many_streams
+from presence import run_presence, run_whisper
 from profile_fanout import flamegraph_svg, parse_collapsed, top_table
 from report import Table, render, targets
 from roundtrip import run_roundtrip
@@ -89,6 +90,20 @@ def test_many_streams_counts_every_delivery_per_room(kind: str) -> None:
 
 @needs_node
 @pytest.mark.node
+@needs_cablecar
+def test_whisper_and_broadcast_count_every_delivery() -> None:
+    r = run_whisper(clients=20, senders=4, each=3)
+    assert r["broadcast"]["deliveries"] == 4 * 3 * 20
+    assert r["whisper"]["deliveries"] == 4 * 3 * 19  # never to the sender
+
+
+@needs_cablecar
+@needs_redis
+@pytest.mark.services
+def test_presence_sees_every_join_and_leave_across_nodes() -> None:
+    assert run_presence(members=20)["events"] == 40
+
+
 def test_connect_storm_subscribes_every_client() -> None:
     """All 100 clients connect, subscribe and receive the check broadcast."""
     r = run_connect_storm("floor", 100, concurrency=20, echo=False)
