@@ -45,11 +45,25 @@ TURBO_JS = Path(
     )
 )
 TURBO_CDN = "https://cdn.jsdelivr.net/npm/@hotwired/turbo-rails@8/app/assets/javascripts/turbo.js"
+#: The same board on AnyCable's client (/anycable): @hotwired/turbo, @anycable/web and
+#: @anycable/turbo-stream as ES modules, from NODE_MODULES (an npm install) when set, else
+#: from a CDN.
+NODE_MODULES = os.environ.get("NODE_MODULES")
+_MODULES = {  # import name: its file in the package
+    "@hotwired/turbo": "dist/turbo.es2017-esm.js",
+    "@anycable/web": "index.js",
+    "@anycable/core": "index.js",
+    "@anycable/turbo-stream": "index.js",
+    "nanoevents": "index.js",
+}
 
 cable = Cable(
     Connection,
     pubsub=os.environ.get("CABLE_PUBSUB", "memory://"),
     streams_secret=os.environ.get("CABLE_STREAMS_SECRET", "dev-only-not-secret-change-me"),
+    # AnyCable's extended protocol (the /anycable page): a page that reconnects gets the
+    # Turbo Streams it missed.
+    history=True,
 )
 
 templates = Jinja2Templates(HERE / "templates")
@@ -110,6 +124,30 @@ async def delete_message(message_id: int) -> Response:
     if messages.pop(message_id, None) is not None:
         await cable.broadcast_turbo_stream("board", "remove", f"message_{message_id}")
     return Response(status_code=204)
+
+
+@app.get("/anycable")
+async def anycable_page(request: Request) -> Response:
+    imports = {
+        name: f"/vendor/{name}/{file}" if NODE_MODULES else f"https://esm.sh/{name}"
+        for name, file in _MODULES.items()
+    }
+    return templates.TemplateResponse(
+        request, "anycable.html", {"messages": messages, "imports": imports}
+    )
+
+
+@app.get("/vendor/{path:path}")
+def vendor(path: str) -> Response:
+    """An ES module of the packages above, from NODE_MODULES (nothing else is served)."""
+    if NODE_MODULES is None:
+        return Response(status_code=404)
+    root = Path(NODE_MODULES).resolve()
+    file = (root / path).resolve()  # resolved: "../" cannot leave the packages below
+    packages = [root / name for name in _MODULES]
+    if file.suffix != ".js" or not file.is_file() or not any(p in file.parents for p in packages):
+        return Response(status_code=404)
+    return FileResponse(file, media_type="text/javascript")
 
 
 @app.get("/turbo.js")

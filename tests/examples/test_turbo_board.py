@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,8 @@ from playwright.sync_api import Browser, Page, expect  # noqa: E402
 pytestmark = pytest.mark.browser
 
 EXAMPLE = ROOT / "examples" / "turbo_board"
-TURBO_JS = ROOT / "tests/js/node_modules/@hotwired/turbo-rails/app/assets/javascripts/turbo.js"
+NODE_MODULES = ROOT / "tests/js/node_modules"
+TURBO_JS = NODE_MODULES / "@hotwired/turbo-rails/app/assets/javascripts/turbo.js"
 
 
 class Board:
@@ -105,6 +107,29 @@ def test_turbo_page_appends_removes_and_escapes(browser: Browser, tmp_path: Path
         bob.click("#messages li button")
         for page in (alice, bob):
             expect(page.locator("#messages li")).to_have_count(0, timeout=WAIT_MS)
+    finally:
+        board.stop()
+    assert errors == [], errors
+
+
+def test_anycable_turbo_stream_page(browser: Browser, tmp_path: Path) -> None:
+    """The same board through @anycable/turbo-stream and @anycable/web (extended
+    protocol): its stream source element is confirmed, a post appears, a delete removes
+    it; the vendor route serves only the listed packages' scripts."""
+    board = Board(tmp_path / "board.log", NODE_MODULES=str(NODE_MODULES))
+    errors: list[str] = []
+    try:
+        page = open_page(browser, board.url + "/anycable", errors)
+        page.fill("#message_form input[name=text]", "<b>via anycable</b>")
+        page.click("#message_form button")
+        expect(page.locator("#messages li .text")).to_have_text(
+            "<b>via anycable</b>", timeout=WAIT_MS
+        )
+        page.click("#messages li button")
+        expect(page.locator("#messages li")).to_have_count(0, timeout=WAIT_MS)
+        for path in ("/vendor/../package.json", "/vendor/ws/index.js", "/vendor/%2e%2e/x.js"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(board.url + path, timeout=5)
     finally:
         board.stop()
     assert errors == [], errors
