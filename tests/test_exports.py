@@ -61,7 +61,7 @@ def test_cable_shows_a_small_face() -> None:
         "statistics", "open_connections_statistics", "streams", "presence", "figures", "metrics",
         "ready",
         # signed streams and Turbo
-        "signed_stream_name", "broadcast_turbo_stream", "broadcast_turbo_stream_sync",
+        "signed_stream_name",
         # for transports (cablecar.transport)
         "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip

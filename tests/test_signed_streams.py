@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cablecar import Cable, Connection
+from cablecar import Cable, Connection, turbo
 from cablecar.errors import ConfigurationError
 from cablecar.signing import MAX_SIGNED_NAME, StreamSigner, turbo_keys
 
@@ -194,7 +194,7 @@ async def test_turbo_streams_channel_with_rails_keys(
 ) -> None:
     """``Turbo::StreamsChannel`` accepts names signed with either key turbo-rails derives
     from ``secret_key_base`` (and not the ``$pubsub`` secret's); Turbo HTML broadcast
-    with ``broadcast_turbo_stream`` arrives as a JSON string."""
+    with ``turbo.broadcast`` arrives as a JSON string."""
     cable = Cable(Connection, streams_secret=SECRET, secret_key_base=SKB)
     server = await cablecar_server(cable)
     ws = await ws_connect(server.url)
@@ -206,8 +206,8 @@ async def test_turbo_streams_channel_with_rails_keys(
         assert (await ws.subscribe(identifier))["type"] == "confirm_subscription"
     foreign = ident("Turbo::StreamsChannel", signed_stream_name=cable.signed_stream_name(name))
     assert (await ws.subscribe(foreign))["type"] == "reject_subscription"
-    await cable.broadcast_turbo_stream(
-        ("Z2lkOi8vYXBwL1Jvb20vMQ", "messages"), "append", "messages", "<b>hi</b>"
+    await turbo.broadcast(
+        cable, ("Z2lkOi8vYXBwL1Jvb20vMQ", "messages"), "append", "messages", "<b>hi</b>"
     )
     html = '<turbo-stream action="append" target="messages"><template>&lt;b&gt;hi&lt;/b&gt;</template></turbo-stream>'
     frames = [await ws.recv_data() for _ in idents]

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from . import _json, turbo
+from . import _json
 from ._naming import broadcasting_for
 from ._remote import RemoteConnections
 from .errors import ConfigurationError
@@ -123,24 +123,6 @@ class Broadcaster:
         """
         await self.broadcast(_stream_for(channel, model), message)
 
-    async def broadcast_turbo_stream(
-        self,
-        streamables: Any,
-        action: str,
-        target: str | None = None,
-        content: Any = None,
-        *,
-        targets: str | None = None,
-        **attributes: Any,
-    ) -> None:
-        """Broadcast one ``<turbo-stream>`` element to the Turbo stream of ``streamables``
-        (see :meth:`cablecar.Cable.broadcast_turbo_stream`)."""
-        await self.broadcast(
-            *turbo.broadcastable(
-                streamables, action, target, content, targets=targets, **attributes
-            )
-        )
-
     async def close(self) -> None:
         """Close the connections (both the async and the sync side). Idempotent."""
         self._closed = True
@@ -196,24 +178,6 @@ class Broadcaster:
     def broadcast_to_sync(self, channel: type, model: Any, message: Any) -> None:
         """:meth:`broadcast_to` for synchronous code; thread-safe."""
         self.broadcast_sync(_stream_for(channel, model), message)
-
-    def broadcast_turbo_stream_sync(
-        self,
-        streamables: Any,
-        action: str,
-        target: str | None = None,
-        content: Any = None,
-        *,
-        targets: str | None = None,
-        **attributes: Any,
-    ) -> None:
-        """:meth:`broadcast_turbo_stream` for synchronous code (a Django view, a Celery
-        task); thread-safe."""
-        self.broadcast_sync(
-            *turbo.broadcastable(
-                streamables, action, target, content, targets=targets, **attributes
-            )
-        )
 
     def disconnect_sync(self, *, reconnect: bool = True, **identifiers: Any) -> None:
         """``remote_connections.where(**identifiers).disconnect(reconnect=...)`` for

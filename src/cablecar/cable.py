@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-from . import _json, instrumentation, turbo
+from . import _json, instrumentation
 from ._remote import RemoteConnections
 from ._runtime import Runtime
 from ._stats import ACTION_BUCKETS, LATENCY_BUCKETS, ActionStats
@@ -467,48 +467,6 @@ class Cable:
         if signer is None:
             raise ConfigurationError("signed_stream_name() needs Cable(..., streams_secret=...)")
         return signer.sign(name)
-
-    async def broadcast_turbo_stream(
-        self,
-        streamables: Any,
-        action: str,
-        target: str | None = None,
-        content: Any = None,
-        *,
-        targets: str | None = None,
-        **attributes: Any,
-    ) -> None:
-        """Broadcast one ``<turbo-stream>`` element (see :func:`cablecar.turbo.turbo_stream`)
-        to the Turbo stream of ``streamables`` (a name, or a tuple of parts joined as
-        turbo-rails joins them).
-
-        Example::
-
-            await cable.broadcast_turbo_stream(("room", room.id), "append", "messages",
-                                               render("message.html", message=m))
-        """
-        await self.broadcast(
-            *turbo.broadcastable(
-                streamables, action, target, content, targets=targets, **attributes
-            )
-        )
-
-    def broadcast_turbo_stream_sync(
-        self,
-        streamables: Any,
-        action: str,
-        target: str | None = None,
-        content: Any = None,
-        *,
-        targets: str | None = None,
-        **attributes: Any,
-    ) -> None:
-        """:meth:`broadcast_turbo_stream` from a thread that is not the cable's loop."""
-        self.broadcast_sync(
-            *turbo.broadcastable(
-                streamables, action, target, content, targets=targets, **attributes
-            )
-        )
 
     async def _publish(self, stream: str, payload: bytes) -> None:
         await self._pubsub.publish(stream, payload)

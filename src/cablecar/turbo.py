@@ -11,8 +11,8 @@ Python code broadcasts ``<turbo-stream>`` fragments that Turbo applies to the pa
     html = turbo.stream_from(cable, "room", 1)
     # <turbo-cable-stream-source channel="Turbo::StreamsChannel" signed-stream-name="...">
 
-    # a view, a worker (Broadcaster), a script
-    await cable.broadcast_turbo_stream(("room", 1), "append", "messages", "<li>hi</li>")
+    # a view, a worker (a Broadcaster instead of the cable), a script
+    await turbo.broadcast(cable, ("room", 1), "append", "messages", "<li>hi</li>")
 
 Content is escaped as text unless it is marked as HTML: anything with ``__html__``
 (Jinja2's and MarkupSafe's ``Markup``, Django's ``SafeString``, :class:`HTML`) goes in
@@ -33,7 +33,7 @@ import base64
 import html
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._remote import identifier_key
 from .errors import ConfigurationError
@@ -48,7 +48,8 @@ __all__ = [
     "after",
     "append",
     "before",
-    "broadcastable",
+    "broadcast",
+    "broadcast_sync",
     "escape",
     "gid_param",
     "prepend",
@@ -194,7 +195,23 @@ def refresh(**attributes: Any) -> HTML:
     return turbo_stream("refresh", **attributes)
 
 
-def broadcastable(
+class _Publisher(Protocol):
+    async def broadcast(self, stream: str, message: Any) -> None: ...
+
+    def broadcast_sync(self, stream: str, message: Any) -> None: ...
+
+
+def _broadcastable(
+    streamables: Any, action: str, target: str | None, content: Any, targets: str | None,
+    attributes: dict[str, Any],
+) -> tuple[str, str]:  # fmt: skip
+    parts = streamables if isinstance(streamables, (list, tuple)) else (streamables,)
+    element = turbo_stream(action, target, content, targets=targets, **attributes)
+    return stream_name(*parts), str(element)
+
+
+async def broadcast(
+    via: _Publisher,
     streamables: Any,
     action: str,
     target: str | None = None,
@@ -202,12 +219,33 @@ def broadcastable(
     *,
     targets: str | None = None,
     **attributes: Any,
-) -> tuple[str, str]:
-    """``(stream, message)`` for a ``broadcast_turbo_stream`` call: the stream name of
-    ``streamables`` (a name or a tuple of parts) and the ``<turbo-stream>`` element."""
-    parts = streamables if isinstance(streamables, (list, tuple)) else (streamables,)
-    element = turbo_stream(action, target, content, targets=targets, **attributes)
-    return stream_name(*parts), str(element)
+) -> None:
+    """Broadcast one ``<turbo-stream>`` element (see :func:`turbo_stream`) through ``via``
+    (a :class:`~cablecar.Cable`, or a :class:`~cablecar.Broadcaster` in another process)
+    to the Turbo stream of ``streamables``: a name, or a tuple of parts joined as
+    turbo-rails joins them.
+
+    Example::
+
+        await turbo.broadcast(cable, ("room", room.id), "append", "messages",
+                              render("message.html", message=m))
+    """
+    await via.broadcast(*_broadcastable(streamables, action, target, content, targets, attributes))
+
+
+def broadcast_sync(
+    via: _Publisher,
+    streamables: Any,
+    action: str,
+    target: str | None = None,
+    content: Any = None,
+    *,
+    targets: str | None = None,
+    **attributes: Any,
+) -> None:
+    """:func:`broadcast` from synchronous code: a Django view, a Celery task, a thread
+    (``via.broadcast_sync``)."""
+    via.broadcast_sync(*_broadcastable(streamables, action, target, content, targets, attributes))
 
 
 def stream_source(signed_stream_name: str, channel: str = TURBO_CHANNEL, **data: Any) -> HTML:

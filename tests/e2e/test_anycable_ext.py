@@ -25,10 +25,10 @@ pytestmark = [
 ]
 
 
-def run_node(pattern: str, env: dict[str, str]) -> str:
+def run_node(pattern: str, env: dict[str, str], file: str = "anycable_ext.test.mjs") -> str:
+    """Run the tests of ``tests/js/<file>`` whose names match ``pattern``; all must pass."""
     result = subprocess.run(
-        ["node", "--test", "--test-timeout=60000", f"--test-name-pattern={pattern}",
-         "anycable_ext.test.mjs"],
+        ["node", "--test", "--test-timeout=60000", f"--test-name-pattern={pattern}", file],
         cwd=JS, env={**os.environ, **env}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -5,43 +5,27 @@ Redis whose SIGKILLed node's members leave within the presence TTL."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..conftest import free_port
-from ..servers import ROOT, CablecarProcess
+from . import test_anycable_ext as anycable_ext
 
 pytestmark = [
     pytest.mark.node,
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
 ]
 
-APP = "tests/e2e/reliable_app.py:cable"
-
 
 def run_node(pattern: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        ["node", "--test", "--test-timeout=60000", f"--test-name-pattern={pattern}",
-         "presence.test.mjs"],
-        cwd=ROOT / "tests" / "js", env={**os.environ, **env}, capture_output=True, text=True,
-        timeout=180,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "# fail 0" in result.stdout and "# pass 0" not in result.stdout, result.stdout[-3000:]
-    return result.stdout
+    return anycable_ext.run_node(pattern, env, "presence.test.mjs")
 
 
-def start(
-    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, **env: str
-) -> CablecarProcess:
-    for key, value in {"CABLE_PRESENCE_TTL": "2", **env}.items():
-        monkeypatch.setenv(key, value)
-    return CablecarProcess(free_port(), APP, log=tmp_path / f"{name}.log").start()
+def start(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    return anycable_ext.start(tmp_path, name, monkeypatch, **{"CABLE_PRESENCE_TTL": "2", **env})
 
 
 def test_presence_and_whisper_on_one_server(

@@ -10,20 +10,11 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import WebSocket from 'ws';
+import { sleep, until } from './helpers.mjs';
 import { createCable } from '@anycable/core';
 
 const nonce = Math.random().toString(36).slice(2);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function until(pred, ms, what, seen) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) {
-      throw new Error(`timeout waiting for ${what}${seen ? `; saw ${JSON.stringify(seen())}` : ''}`);
-    }
-    await sleep(10);
-  }
-}
 
 // A TCP proxy we can cut: the client's connection dies without a close frame, and new
 // connections are refused until resume(); its target can change (another node).

@@ -6,21 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { sleep, until } from './helpers.mjs';
 import { createCable } from '@anycable/web';
 
 const nonce = Math.random().toString(36).slice(2);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cables = [];
 
-async function until(pred, ms, what, seen) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) {
-      throw new Error(`timeout waiting for ${what}${seen ? `; saw ${JSON.stringify(seen())}` : ''}`);
-    }
-    await sleep(10);
-  }
-}
 
 function client(url, user) {
   const cable = createCable(`${url}?user=${user}`, {

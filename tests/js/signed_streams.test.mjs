@@ -7,9 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
+import { sleep, until } from './helpers.mjs';
 import { createCable } from '@anycable/core';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const NAMES = JSON.parse(readFileSync(process.env.NAMES_FILE, 'utf8'));
 
 function client(url) {
@@ -21,13 +21,6 @@ function client(url) {
   });
 }
 
-async function until(pred, ms, what) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 async function publish(cable, stream, message) {
   const control = cable.subscribeTo('ControlChannel');
