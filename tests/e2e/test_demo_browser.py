@@ -7,6 +7,8 @@ separate person with their own storage and WebSocket. The demo runs as its own p
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -14,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -355,3 +358,114 @@ def test_ctrl_c_shuts_the_demo_down_cleanly_and_the_page_comes_back(
     )
     grace.say("still here")
     expect(grace.messages.last.locator(".body")).to_have_text("still here", timeout=WAIT_MS)
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the demo (the page's HTTP and WebSocket both go through
+    it): ``cut()`` ends every connection without a WebSocket close frame and refuses new
+    ones until ``open`` is set again, as a train tunnel or a dropped Wi-Fi would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.open = True
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        for s in self.sockets:  # the TCP connection ends; no WebSocket close frame
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes the pipe threads blocked in recv
+            s.close()
+        self.sockets.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def speak(url: str, room: str, bodies: list[str]) -> None:
+    """Send ``bodies`` to ``room`` as "gus" with the Python client, in a thread of its own
+    (Playwright's sync API already runs an event loop in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _speak(url, room, bodies)).result(30)
+
+
+async def _speak(url: str, room: str, bodies: list[str]) -> None:
+    import cablecar.client
+
+    ws_url = url.replace("http", "ws") + "/cable?name=gus"
+    async with cablecar.client.connect(ws_url) as consumer:
+        sub = await consumer.subscribe("ChatChannel", room=room)
+        for body in bodies:
+            await sub.perform("speak", body=body)
+        async with asyncio.timeout(10):  # our own copies: the server has them all
+            got = 0
+            async for message in sub:
+                got += isinstance(message, dict) and message.get("type") == "message"
+                if got == len(bodies):
+                    break
+
+
+def test_a_cut_connection_catches_up_every_missed_message_once_in_order(
+    demo: DemoProcess, people: Any
+) -> None:
+    """Scenario 1a in Chromium: the page's TCP connection is cut for 2 s while 10
+    messages are sent; the page resumes its session (cablecar.js on the extended
+    protocol), shows "10 missed messages caught up", each message once and in order, then
+    a live one."""
+    proxy = CuttableProxy(demo.port)
+    try:
+        room = _room("tunnel")
+        hana = people().join(proxy.url, "hana", room)
+        hana.say("before the tunnel")
+        expect(hana.messages.last.locator(".body")).to_have_text(
+            "before the tunnel", timeout=WAIT_MS
+        )
+        proxy.cut()
+        expect(hana.page.locator("#conn-state")).to_have_attribute(
+            "data-state", "reconnecting", timeout=WAIT_MS
+        )
+        missed = [f"missed {n}" for n in range(1, 11)]
+        speak(demo.url, room, missed)
+        time.sleep(2)
+        proxy.open = True
+        expect(hana.page.locator("#conn-state")).to_have_attribute(
+            "data-state", "connected", timeout=3 * WAIT_MS
+        )
+        expect(hana.page.locator("#messages")).to_contain_text(
+            "Reconnected: 10 missed messages caught up.", timeout=WAIT_MS
+        )
+        speak(demo.url, room, ["live again"])
+        expect(hana.messages.last.locator(".body")).to_have_text("live again", timeout=WAIT_MS)
+        expect(hana.messages.locator(".body")).to_have_text(
+            ["before the tunnel", *missed, "live again"]
+        )
+    finally:
+        proxy.close()

@@ -17,6 +17,8 @@
 // off with createConsumer(url, {extended: false})): a reconnect resumes the session (?sid=)
 // and gets what was missed, in order; room.whisper(data) and room.presence.join(id, info),
 // .leave(), await .info(); events at the mixin's presenceChanged({type, id, info}).
+// After a reconnect with subscription.recovering true, the mixin's historyCompleted() says
+// everything missed has arrived, historyLost() that some is no longer in the history.
 //
 // Behaviour, compared with the official client:
 // - Commands are sent only after the server's welcome; every subscription is (re)sent on
@@ -220,8 +222,8 @@ export class Consumer {
         return this.subscriptions.confirm(frame.identifier);
       case types.rejection:
         return this.subscriptions.reject(frame.identifier);
-      case "confirm_history":
-        return;
+      case "confirm_history": // everything missed while away has been delivered
+        return this.subscriptions.notify(frame.identifier, "historyCompleted");
       case "reject_history": // what was missed is no longer in the server's history
         return this.subscriptions.notify(frame.identifier, "historyLost");
       case "presence":
@@ -399,9 +401,12 @@ export class Subscriptions {
   subscribe(subscription) {
     subscription._confirmedOn = null;
     const frame = { command: "subscribe", identifier: subscription.identifier };
+    // recovering: a history request went out; historyCompleted() or historyLost() follows.
+    subscription.recovering = false;
     if (this.consumer.ext) {
       const history = this.consumer._historyRequest(subscription.identifier);
       if (history) frame.history = history; // what we missed while away
+      subscription.recovering = Boolean(history);
       const joined = this._joined(subscription.identifier);
       if (joined) frame.presence = joined; // joined again right after the confirmation
     }
@@ -454,10 +459,11 @@ export class Subscriptions {
         this.subscribe(subscription);
         continue;
       }
+      const history = this.consumer._historyRequest(id);
+      for (const s of this.findAll(id)) s.recovering = Boolean(history);
       this.confirm(id);
       if (asked.has(id)) continue;
       asked.add(id);
-      const history = this.consumer._historyRequest(id);
       if (history) this.consumer.send({ command: "history", identifier: id, history });
       const joined = this._joined(id);
       if (joined) this.consumer.send({ command: "join", identifier: id, presence: joined });

@@ -41,6 +41,8 @@ const state = {
   epoch: null, // changes when the server restarts (message ids start again)
   seen: new Set(),
   members: new Set(), // names in the room: protocol presence
+  added: 0, // messages put on the page
+  missedFrom: null, // state.added when the connection came back (catching up)
   typers: new Map(), // sid -> {name, until}
   lastTypingSent: 0,
   clockOffset: 0, // server clock minus ours, from the fastest HTTP round trip
@@ -146,8 +148,20 @@ function joinRoom(room) {
   for (const column of [rr, poll, push]) resetColumn(column);
   state.chatSub = state.consumer.subscriptions.create({ channel: "ChatChannel", room }, {
     connected({ reconnected }) {
-      if (reconnected) addNotice("Connection is back.");
+      // On the extended protocol the server replays what we missed, then says so.
+      if (reconnected && this.recovering) state.missedFrom = state.added;
+      else if (reconnected) addNotice("Connection is back.");
       catchUp(room);
+    },
+    historyCompleted() {
+      if (state.missedFrom === null) return;
+      const caught = state.added - state.missedFrom;
+      state.missedFrom = null;
+      addNotice(`Reconnected: ${caught} missed message${caught === 1 ? "" : "s"} caught up.`);
+    },
+    historyLost() {
+      state.missedFrom = null;
+      addNotice("Reconnected. Older messages are fetched from the server.");
     },
     disconnected({ willAttemptReconnect }) {
       state.typers.clear();
@@ -251,6 +265,7 @@ function addMessage(message) {
   const key = `${message.epoch}:${message.id}`;
   if (state.seen.has(key)) return false;
   state.seen.add(key);
+  state.added += 1;
   const item = el("li", message.sid === state.sid ? "msg mine" : "msg");
   item.dataset.id = message.id;
   item.dataset.epoch = message.epoch;
