@@ -6,15 +6,23 @@ only (each subprocess costs about half a second).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import selectors
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import IO
 
 import pytest
 
+import cablecar.client
+
+from ..conftest import free_port
+from ..proxy import CuttableProxy
+from ..servers import CablecarProcess
 from .client_support import PYTHON, ROOT, Server, unique
 
 CABLECAR = [PYTHON, "-m", "cablecar"]
@@ -153,3 +161,47 @@ def test_module_main_and_bad_arguments(server: Server) -> None:
     assert bad.returncode == 2 and "key=value" in bad.stderr
     missing = run("perform", server.url, "ChatChannel", "room=1")
     assert missing.returncode == 2 and "action" in missing.stderr
+
+
+def test_listen_resumes_after_a_cut_and_misses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cablecar listen`` against a cable with history: its TCP connection is cut for
+    2 s while 10 messages are sent; it resumes its session and prints all of them once,
+    in order, then a live one."""
+    monkeypatch.setenv("CABLE_HISTORY", "1")
+    server = CablecarProcess(free_port(), log=tmp_path / "server.log").start()
+    proxy = CuttableProxy(server.port)
+    room = unique("tunnel")
+    listen = start_listen(f"ws://127.0.0.1:{proxy.port}/cable?user=l", "ChatChannel",
+                          f"room={room}", "--count", "12")  # fmt: skip
+    try:
+        asyncio.run(speak(server.url, room, ["0"]))
+        assert listen.stdout is not None
+        assert json.loads(_readline(listen.stdout, 15))["body"] == "0"
+        proxy.cut()
+        time.sleep(0.3)
+        asyncio.run(speak(server.url, room, [str(n) for n in range(1, 11)]))
+        time.sleep(2)
+        proxy.open = True
+        first = _readline(listen.stdout, 30)  # "1", once it is back
+        asyncio.run(speak(server.url, room, ["11"]))
+        listen.wait(30)
+        out = first + listen.stdout.read()  # the file object has buffered past the line
+        err = listen.stderr.read() if listen.stderr else ""
+    finally:
+        listen.kill()
+        proxy.close()
+        server.stop()
+    assert listen.returncode == 0, err
+    bodies = [json.loads(line)["body"] for line in out.splitlines()]
+    assert bodies == [str(n) for n in range(1, 12)], bodies
+
+
+async def speak(url: str, room: str, bodies: list[str]) -> None:
+    async with cablecar.client.connect(f"{url}?user=speaker") as consumer:
+        sub = await consumer.subscribe("ChatChannel", room=room)
+        for body in bodies:
+            await sub.perform("speak", body=body)
+        for _ in bodies:  # our own copies: the server has them all
+            await sub.receive(timeout=10)
