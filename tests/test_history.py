@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from cablecar import Cable, Channel, Connection
-from cablecar.history import MemoryStore, StoreSettings
+from cablecar.history import MemoryStore, StoreSettings, store_from_url
 
 from .conftest import TIMEOUT, WS, ConnectWS
 
@@ -294,17 +294,18 @@ async def _poll(ws: WS) -> dict[str, Any] | None:
 
 
 @pytest.mark.services
-async def test_redis_store_positions_survive_a_new_store(redis_server: Any) -> None:
-    """Offsets and the epoch live in Redis: a second store (another node, or a restart)
-    continues the series and replays what the first stored."""
-    from cablecar.history.redis import RedisStore
-
-    settings = StoreSettings(history_limit=3, history_ttl=60, sessions_ttl=60)
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_network_store_positions_survive_a_new_store(kind: str, request: Any) -> None:
+    """Offsets and the epoch live in Redis or PostgreSQL: a second store (another node,
+    or a restart) continues the series and replays what the first stored; a session is
+    taken once; presence is shared, and an expired member leaves on one node only."""
+    url = request.getfixturevalue(f"{kind}_server").url
+    settings = StoreSettings(history_limit=3, history_ttl=60, sessions_ttl=60, presence_ttl=0.3)
     prefix = f"t{id(settings)}"
-    one = RedisStore(redis_server.url, settings, prefix=prefix)
+    one = store_from_url(url, settings, prefix=prefix)
     await one.start()
     assert [await one.append("s", b'{"n":%d}' % n, None) for n in range(1, 6)] == [1, 2, 3, 4, 5]
-    two = RedisStore(redis_server.url, settings, prefix=prefix)
+    two = store_from_url(url, settings, prefix=prefix)
     await two.start()
     assert two.epoch == one.epoch
     assert [e.offset for e in await two.after("s", two.epoch, 2) or []] == [3, 4, 5]
@@ -317,23 +318,32 @@ async def test_redis_store_positions_survive_a_new_store(redis_server: Any) -> N
     assert await one.take_session("sid-1") is None
     await one.save_sessions([("sid-1", b"entry")])  # retired: not saved again
     assert await two.take_session("sid-1") is None
+    # presence: two sessions of one member on two nodes, one leave when the last goes
+    assert await one.presence_join("room", "a1", "ann", b'{"x":1}') is True
+    assert await two.presence_join("room", "a2", "ann", b'{"x":2}') is False
+    assert await one.presence_join("room", "b1", "bob", b"null") is True
+    assert sorted(await two.presence_members("room")) == [("ann", b'{"x":2}'), ("bob", b"null")]
+    assert await one.presence_leave("room", "a1") is None
+    assert await two.presence_leave("room", "a2") == "ann"
+    await asyncio.sleep(0.5)  # bob's session was not touched: it expires
+    gone = [*await one.presence_expire(), *await two.presence_expire()]
+    assert gone == [("room", "bob")]
+    assert await one.presence_members("room") == []
     await one.close()
     await two.close()
 
 
 @pytest.mark.services
-async def test_a_session_resumes_on_another_node_over_redis(
-    cablecar_server: Any, ws_connect: ConnectWS, redis_server: Any
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_session_resumes_on_another_node(
+    cablecar_server: Any, ws_connect: ConnectWS, kind: str, request: Any
 ) -> None:
-    """A client of node A that reconnects to node B (same Redis) is resumed there and
-    gets what was broadcast while it was away, published from either node."""
+    """A client of node A that reconnects to node B (same Redis, or same PostgreSQL) is
+    resumed there and gets what was broadcast while it was away, from either node."""
+    url = request.getfixturevalue(f"{kind}_server").url
     prefix = f"n{id(ws_connect)}"
-    node_a = Cable(
-        AppConnection, [RoomChannel], redis_server.url, channel_prefix=prefix, history=True
-    )
-    node_b = Cable(
-        AppConnection, [RoomChannel], redis_server.url, channel_prefix=prefix, history=True
-    )
+    node_a = Cable(AppConnection, [RoomChannel], url, channel_prefix=prefix, history=True)
+    node_b = Cable(AppConnection, [RoomChannel], url, channel_prefix=prefix, history=True)
     server_a = await cablecar_server(node_a)
     server_b = await cablecar_server(node_b)
     ws, welcome = await ext_connect(ws_connect, server_a.url + "?user=bo")

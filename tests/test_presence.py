@@ -144,14 +144,17 @@ async def test_a_vanished_member_leaves_after_the_ttl_and_a_quick_return_is_quie
 
 
 @pytest.mark.services
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
 async def test_members_are_seen_across_nodes_and_a_dead_nodes_members_leave(
-    cablecar_server: Any, ws_connect: ConnectWS, redis_server: Any
+    cablecar_server: Any, ws_connect: ConnectWS, kind: str, request: Any
 ) -> None:
-    """Over Redis, a member joined on node A is listed by a client of node B; when node
-    A stops touching its records (it died), they leave within the TTL plus a sweep."""
+    """Over Redis or PostgreSQL, a member joined on node A is listed by a client of node
+    B; when node A stops touching its records (it died), they leave within the TTL plus
+    a sweep."""
+    url = request.getfixturevalue(f"{kind}_server").url
     prefix = f"p{id(ws_connect)}"
-    node_a = make_cable(redis_server.url, channel_prefix=prefix, presence_ttl=1.0)
-    node_b = make_cable(redis_server.url, channel_prefix=prefix, presence_ttl=1.0)
+    node_a = make_cable(url, channel_prefix=prefix, presence_ttl=1.0)
+    node_b = make_cable(url, channel_prefix=prefix, presence_ttl=1.0)
     server_a = await cablecar_server(node_a)
     server_b = await cablecar_server(node_b)
     a, _ = await ext_connect(ws_connect, server_a.url)

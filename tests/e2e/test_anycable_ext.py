@@ -61,12 +61,13 @@ def test_one_server_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["redis"])
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
 def test_two_servers_and_a_dead_node(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any
 ) -> None:
-    """Scenario b: the client's server is SIGKILLed, 10 messages are broadcast from a
-    third process, the client reconnects to the other server and gets the 10, then live."""
+    """Scenario b, on Redis and on PostgreSQL: the client's server is SIGKILLed, 10
+    messages are broadcast from a third process, the client reconnects to the other
+    server and gets the 10, then live."""
     broker = request.getfixturevalue(f"{kind}_server")
     prefix = f"b{free_port()}"
     env = {"CABLE_PUBSUB": broker.url, "CABLE_PREFIX": prefix}

@@ -26,8 +26,8 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
     """The store for the pub/sub backend ``url`` names.
 
     Raises:
-        ConfigurationError: the backend has no history store yet (NATS, PostgreSQL),
-            or its extra is not installed.
+        ConfigurationError: the backend has no history store yet (NATS), or its extra
+            is not installed.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
@@ -40,6 +40,15 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
                 f"history on redis:// needs an extra: pip install 'cablecar[redis]' ({exc})"
             ) from None
         return RedisStore(url, settings, prefix=prefix)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - the postgres extra is missing
+            raise ConfigurationError(
+                f"history on postgresql:// needs an extra: pip install 'cablecar[postgres]' ({exc})"
+            ) from None
+        return PostgresStore(url, settings, prefix=prefix)
     raise ConfigurationError(
-        f"history=True is available with memory:// and redis:// pub/sub; not yet with {scheme}://"
+        "history=True is available with memory://, redis:// and postgresql:// pub/sub; "
+        f"not yet with {scheme}://"
     )
