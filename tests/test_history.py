@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from cablecar import Cable, Channel, Connection
+from cablecar.errors import ConfigurationError
 from cablecar.history import MemoryStore, StoreSettings, store_from_url
 
 from .conftest import TIMEOUT, WS, ConnectWS
@@ -396,3 +397,10 @@ def test_cli_broadcast_with_history_is_recovered(redis_server: Any) -> None:
         return [orjson.loads(e.payload)["n"] for e in entries]
 
     assert asyncio.run(read())[-2:] == [1, 2]
+
+
+def test_history_on_nats_is_refused_with_a_clear_error() -> None:
+    """NATS has no history store yet: ``history=True`` on ``nats://`` is refused when the
+    cable is built, naming what works."""
+    with pytest.raises(ConfigurationError, match=r"memory://, redis:// and postgresql://"):
+        Cable(pubsub="nats://127.0.0.1:4222", history=True)
