@@ -246,6 +246,10 @@ class Session:
             self.sink.pause_reading()
         self._enqueue(data)
 
+    def receive_binary(self, data: bytes) -> None:
+        """A binary message: Action Cable frames are text, so it is ignored (logged once)."""
+        self.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
+
     def transport_closed(self) -> None:
         """The socket is gone: stop output, leave every stream, run the callbacks."""
         if self.state == State.CLOSED:

@@ -12,7 +12,7 @@ A transport's life of one socket::
         answer refusal.status / refusal.body / refusal.headers; close
     session = cable.open_session(sink, request, subprotocol)   # a SessionPort
     session.start()                           # runs connect(), then welcome
-    for every text message: session.receive(data)
+    for every text message: session.receive(data)   (binary: session.receive_binary(data))
     on a close frame from the peer: session.peer_closing()
     if output backs up past the limit: session.too_slow()
     when the socket is gone: session.transport_closed()
@@ -67,6 +67,9 @@ class SessionPort(Protocol):
 
     def receive(self, data: bytes) -> None:
         """One complete text message from the client (UTF-8 bytes)."""
+
+    def receive_binary(self, data: bytes) -> None:
+        """One complete binary message (Action Cable sessions ignore it, logged once)."""
 
     def warn_once(self, kind: str, msg: str, *args: Any) -> None:
         """Log refused input at WARNING once per connection per kind."""

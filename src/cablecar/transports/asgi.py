@@ -283,9 +283,7 @@ class ASGIApp:
                         else:
                             session.receive(data)
                     elif message.get("bytes") is not None:
-                        session.warn_once(
-                            "binary", "binary frame ignored (Action Cable frames are text)"
-                        )
+                        session.receive_binary(message["bytes"])
                 elif kind == "websocket.disconnect":
                     break
         finally:

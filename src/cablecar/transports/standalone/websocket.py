@@ -142,8 +142,14 @@ class _Socket(asyncio.Protocol):
         pongs: list[bytes] = []
         for frame in frames:
             op = frame.opcode
-            if op == Opcode.TEXT:
-                session.receive(frame.payload)
+            if op == Opcode.TEXT or op == Opcode.BINARY:
+                if pongs:  # answered before anything the message may make us send
+                    self._write(b"".join(pongs))
+                    pongs.clear()
+                if op == Opcode.TEXT:
+                    session.receive(frame.payload)
+                else:
+                    session.receive_binary(frame.payload)
             elif op == Opcode.PING:
                 pongs.append(build_frame(Opcode.PONG, frame.payload))  # every ping, below
             elif op == Opcode.CLOSE:
@@ -151,8 +157,6 @@ class _Socket(asyncio.Protocol):
                     self._write(b"".join(pongs))
                 self._peer_closed(frame.payload)
                 return
-            elif op == Opcode.BINARY:
-                session.warn_once("binary", "binary frame ignored (Action Cable frames are text)")
             # PONG: nothing to do
         if pongs:
             # Every ping answered, in order, in one write: a ping flood costs one write
