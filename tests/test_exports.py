@@ -10,7 +10,7 @@ import cablecar
 PUBLIC = {
     "ActionNotAllowed", "AdapterError", "Broadcaster", "Cable", "CableConfig", "CableMiddleware", "CablecarError",
     "Channel", "ConfigurationError", "Connection", "ConnectionRejected", "InvalidCommand",
-    "ProtocolViolation", "Request", "Response", "SubscriptionRejected", "Unauthorized",
+    "ProtocolViolation", "PublishTimeout", "Request", "Response", "SubscriptionRejected", "Unauthorized",
     "__version__", "after_subscribe", "after_unsubscribe", "before_subscribe",
     "before_unsubscribe", "periodically", "rescue_from",
 }  # fmt: skip

@@ -10,6 +10,7 @@ first) exits at once.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import time
@@ -274,4 +275,66 @@ async def test_a_cable_on_redis_runs_again_after_stop(redis_server: Any) -> None
             await cable.broadcast("room_9", {"run": run})
             expected = {"run": run}
             await t.wait_until(lambda s=sub, e=expected: e in s.transmissions)
+        assert not cable.running
+
+
+@pytest.mark.services
+async def test_a_stalled_redis_is_not_ready_and_its_timeouts_say_unknown() -> None:
+    """Redis frozen (SIGSTOP, the socket stays open): a broadcast raises PublishTimeout
+    (the outcome is unknown, not "failed"), /ready answers 503 from that moment while
+    /health stays 200; resumed (SIGCONT), /ready is 200 again, broadcasts flow, and the
+    timed-out one arrived at most once (whether Redis had it is exactly what is
+    unknown)."""
+    from cablecar import PublishTimeout
+    from cablecar.pubsub.redis import RedisPubSub
+
+    with RedisServer() as redis:
+        assert redis.proc is not None
+        cable = Cable(channels=[RoomChannel], pubsub=RedisPubSub(redis.url, publish_timeout=1.0))
+        server = await serve(cable, "127.0.0.1", 0)
+        try:
+            ws = await RawWS.open(server.port, "/cable")
+            ws.subscribe('{"channel":"RoomChannel","room":"1"}')
+            assert (await ws.recv_json())["type"] == "confirm_subscription"
+            assert cable.ready().status == 200
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(PublishTimeout, match="outcome is unknown"):
+                    await cable.broadcast("room_1", {"n": 1})
+                assert time.monotonic() - started < 3
+                ready = cable.ready()
+                assert ready.status == 503 and b"pub/sub unreachable" in ready.body
+                assert cable.health("GET").status == 200  # alive, not ready
+            finally:
+                os.kill(redis.proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while cable.ready().status != 200:
+                assert time.monotonic() < deadline, cable.ready().body
+                await asyncio.sleep(0.1)
+            await cable.broadcast("room_1", {"n": 2})
+            got: list[int] = []
+            while 2 not in got:
+                got.append((await ws.recv_until(lambda m: "message" in m))["message"]["n"])
+            assert got in ([2], [1, 2])  # the unknown one: at most once, in order
+        finally:
+            await server.close()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("interval", [0.5, 1.0])
+async def test_shutdown_does_not_hang_on_a_redis_health_check(interval: float) -> None:
+    """The Redis listener's health-check read timing out as the shutdown cancels it (the
+    client does not answer the close frame, so the stop comes one close_timeout later):
+    redis-py can lose that cancellation; stop() still ends in bounded time."""
+    from cablecar.pubsub.redis import RedisPubSub
+
+    with RedisServer() as redis:
+        adapter = RedisPubSub(redis.url, health_check_interval=interval)
+        cable = Cable(channels=[RoomChannel], pubsub=adapter, close_timeout=interval)
+        server = await serve(cable, "127.0.0.1", 0)
+        ws = await RawWS.open(server.port, "/cable")
+        ws.subscribe('{"channel":"RoomChannel","room":"1"}')
+        assert (await ws.recv_json())["type"] == "confirm_subscription"
+        await asyncio.wait_for(server.close(), 10)
         assert not cable.running

@@ -40,6 +40,7 @@ from .errors import (
     ConnectionRejected,
     InvalidCommand,
     ProtocolViolation,
+    PublishTimeout,
     SubscriptionRejected,
     Unauthorized,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "ConnectionRejected",
     "InvalidCommand",
     "ProtocolViolation",
+    "PublishTimeout",
     "Request",
     "Response",
     "SubscriptionRejected",

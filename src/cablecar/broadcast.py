@@ -19,7 +19,8 @@ subscribers::
 Each message is encoded to JSON once; servers forward the bytes without decoding them.
 Delivery is at most once: if the service is unreachable, ``broadcast`` raises
 :class:`~cablecar.errors.AdapterError` (after the adapter's publish timeout) and the
-message is lost.
+message is lost; :class:`~cablecar.errors.PublishTimeout` means the outcome is unknown
+(the service took the connection but did not answer: it may still deliver it).
 
 The async methods use an adapter bound to the event loop they first run on. The sync
 methods use a second adapter on a private event loop in a daemon thread, started on

@@ -11,6 +11,7 @@
     ├── Unauthorized               Connection.reject_unauthorized(): refuse the connection
     ├── ConfigurationError         the developer's fault (bad settings, bad adapter URL)
     ├── AdapterError               the pub/sub service failed (Redis, PostgreSQL, NATS)
+    │   └── PublishTimeout         no answer in time: the message may still be delivered
     ├── SubscriptionRejected       (client) the server answered reject_subscription
     ├── SubscriptionClosed         (client) iterating a subscription that has ended
     └── ConnectionRejected         (client, cablecar.testing) the server refused the connection
@@ -34,6 +35,7 @@ __all__ = [
     "ConnectionRejected",
     "InvalidCommand",
     "ProtocolViolation",
+    "PublishTimeout",
     "SubscriptionRejected",
     "Unauthorized",
 ]
@@ -75,6 +77,13 @@ class ConfigurationError(CablecarError):
 
 class AdapterError(CablecarError):
     """The pub/sub service failed."""
+
+
+class PublishTimeout(AdapterError):
+    """The service did not confirm a publish in time: the outcome is **unknown**. The
+    message may still be delivered (a stalled broker that resumes sends what it had), so
+    a retry may deliver it twice; a message that must not repeat needs an id the
+    subscribers de-duplicate on (with ``history=True``, its offset)."""
 
 
 class SubscriptionRejected(CablecarError):

@@ -31,6 +31,7 @@ resubscribed, DEBUG for each failed attempt in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from ..errors import AdapterError, ConfigurationError
+from ..errors import AdapterError, ConfigurationError, PublishTimeout
 from ._listener import Listener, prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
@@ -87,7 +88,9 @@ class RedisPubSub:
             convention), so that several applications can share one Redis.
         connect_timeout: seconds to wait for a TCP connection to Redis.
         publish_timeout: upper bound, in seconds, on one ``publish`` (connect included);
-            past it ``publish`` raises :class:`~cablecar.errors.AdapterError`.
+            past it ``publish`` raises :class:`~cablecar.errors.PublishTimeout` (the
+            outcome is unknown) and the adapter reports itself not ``connected`` (so
+            ``/ready`` answers 503) until Redis answers again.
         health_check_interval: seconds of silence after which the listener sends a
             PING; no answer within the same time again means the connection is dead.
         reconnect_delay: first delay, in seconds, before reconnecting the listener; it
@@ -111,7 +114,7 @@ class RedisPubSub:
         *,
         connect_timeout: float = 2.0,
         publish_timeout: float = 5.0,
-        health_check_interval: float = 15.0,
+        health_check_interval: float = 5.0,
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 5.0,
     ) -> None:
@@ -157,6 +160,7 @@ class RedisPubSub:
             max_reconnect_delay=max_reconnect_delay,
         )
         self._closed = False
+        self._stalled = False  # a publish timed out and Redis has not answered since
 
     # -- the adapter contract ----------------------------------------------------------
 
@@ -223,8 +227,11 @@ class RedisPubSub:
             async with asyncio.timeout(self._publish_timeout):
                 await done
         except TimeoutError:
-            raise AdapterError(
-                f"publish to Redis at {self._where} timed out after {self._publish_timeout:g} s"
+            self._stalled = True  # not ready until Redis answers again
+            raise PublishTimeout(
+                f"publish to Redis at {self._where}: no answer within "
+                f"{self._publish_timeout:g} s; the outcome is unknown (Redis may still "
+                "deliver it, so a retry may deliver it twice)"
             ) from None
 
     async def close(self) -> None:
@@ -282,6 +289,7 @@ class RedisPubSub:
                     if not done.done():
                         done.set_exception(AdapterError(f"Redis refused PUBLISH: {exc}"))
                 else:
+                    self._stalled = False
                     if not done.done():
                         done.set_result(None)
         except _ERRORS as exc:
@@ -319,8 +327,9 @@ class RedisPubSub:
 
     @property
     def connected(self) -> bool:
-        """Whether the listener is connected now."""
-        return self._listener.connected
+        """Whether the listener is connected now and Redis answers: false from a publish
+        that timed out until Redis answers again (a stalled, not closed, connection)."""
+        return self._listener.connected and not self._stalled
 
     @property
     def reconnects(self) -> int:
@@ -358,12 +367,20 @@ class RedisPubSub:
             settled.cancel()
             if not reader.done():
                 ready(len(channels))
-            await reader  # returns only by raising: the connection failed
+            # Returns only by raising: the connection failed. Shielded: a cancel of this
+            # task reaches the finally below at once, which ends the reader itself.
+            await asyncio.shield(reader)
         finally:
             if self._link is link:
                 self._link = None
             reader.cancel()
-            await asyncio.wait([reader])
+            done, _ = await asyncio.wait([reader], timeout=1.0)
+            if not done:
+                # redis-py can lose a cancellation that meets its own read timeout and
+                # read on: closing the connection ends the read (seen at shutdown).
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+                await asyncio.wait([reader], timeout=1.0)
 
     async def _read(self, link: _Link) -> None:
         conn = link.conn
@@ -380,6 +397,7 @@ class RedisPubSub:
                     pinged = True
                     continue
                 pinged = False
+                self._stalled = False
                 if not isinstance(response, list) or not response:
                     continue  # "PONG" outside subscribed mode
                 kind = response[0]
