@@ -283,7 +283,9 @@ class PostgresStore:
 
     async def presence_expire(self) -> list[tuple[str, str]]:
         # Each expired row is deleted by one node only (DELETE ... RETURNING), so one
-        # node announces each leave; members with a live session elsewhere stay.
+        # node announces each leave; members with a live session elsewhere stay. Not
+        # under the per-stream lock joins take: a join racing the expiry of the same
+        # member's old session may be followed by a leave (rare; the next join heals).
         rows = await self._rows(
             f"WITH gone AS (DELETE FROM cablecar_presence WHERE ns = %(ns)s AND until <= {_NOW} "
             "RETURNING stream, pid) SELECT DISTINCT g.stream, g.pid FROM gone g WHERE NOT EXISTS "
