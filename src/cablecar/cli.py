@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,12 @@ def _run_workers(args: argparse.Namespace) -> int:
         f"cablecar: {args.workers} workers on port {args.port}: pids {[p.pid for p in procs]}",
         flush=True,
     )
+    stopping = False
 
     def forward(signum: int, _frame: Any) -> None:
         # SIGHUP (the terminal went away) shuts the workers down gracefully too.
+        nonlocal stopping
+        stopping = True
         sig = signal.SIGTERM if signum == signal.SIGHUP else signum
         for p in procs:
             if p.poll() is None:
@@ -147,12 +151,59 @@ def _run_workers(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)
-    codes = [p.wait() for p in procs]
-    for p, code in zip(procs, codes, strict=True):
+    return _supervise(procs, lambda: subprocess.Popen(cmd, process_group=0, env=env),
+                      lambda: stopping, forward)  # fmt: skip
+
+
+#: A worker that dies is replaced, unless this many died within a minute (a crash loop:
+#: then every worker is stopped and the exit status says why).
+_MAX_RESTARTS_PER_MINUTE = 5
+
+
+def _supervise(
+    procs: list[subprocess.Popen[bytes]],
+    spawn: Callable[[], subprocess.Popen[bytes]],
+    stopping: Callable[[], bool],
+    stop_all: Callable[[int, Any], None],
+) -> int:
+    """Wait for the workers; replace one that dies while the service is not stopping.
+
+    Returns the exit status: 0 when every worker ended cleanly on a stop, else the worst
+    (a worker killed by signal N counts 128 + N, as in a shell).
+    """
+    restarts: list[float] = []
+    codes: list[int] = []
+    running = list(procs)
+    while running:
+        time.sleep(0.1)
+        for proc in list(running):
+            code = proc.poll()
+            if code is None:
+                continue
+            running.remove(proc)
+            if stopping() or code == 0:
+                codes.append(code)
+                continue
+            now = time.monotonic()
+            restarts[:] = [t for t in restarts if now - t < 60.0] + [now]
+            if len(restarts) > _MAX_RESTARTS_PER_MINUTE:
+                logger.error(
+                    "worker %d exited with status %d: %d workers died within a minute; "
+                    "stopping", proc.pid, code, len(restarts),
+                )  # fmt: skip
+                codes.append(code)
+                stop_all(signal.SIGTERM, None)
+                continue
+            replacement = spawn()
+            procs[procs.index(proc)] = replacement
+            running.append(replacement)
+            logger.warning(
+                "worker %d exited with status %d; started worker %d in its place",
+                proc.pid, code, replacement.pid,
+            )  # fmt: skip
+    for code in codes:
         if code != 0:
-            logger.warning("worker %d exited with status %d", p.pid, code)
-    # A worker killed by signal N has returncode -N: report 128 + N, as a shell does,
-    # rather than letting a 0 from another worker hide it.
+            logger.warning("a worker exited with status %d", code)
     return max((128 - code if code < 0 else code for code in codes), default=0)
 
 
