@@ -404,48 +404,15 @@ class Consumer:
             await sub._finish(lambda: SubscriptionClosed(reason))
 
 
-def connect(
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    cookies: Mapping[str, str] | None = None,
-    origin: str | None = None,
-    reconnect: bool = True,
-    backoff: Backoff | None = None,
-    stale_threshold: float = STALE_THRESHOLD,
-    open_timeout: float = 10.0,
-    subscribe_timeout: float = 10.0,
-    send_timeout: float = 10.0,
-    resubscribe_interval: float = 0.5,
-    max_size: int = 16 * 2**20,
-) -> Consumer:
-    """Make a :class:`Consumer`; use it with ``async with`` (or ``await`` it).
-
-    Example::
-
-        async with cablecar.client.connect("ws://127.0.0.1:8080/cable") as consumer:
-            sub = await consumer.subscribe("ChatChannel", room="1")
-            await sub.perform("speak", body="hi")
-            print(await sub.receive(timeout=5))
-
-    Args:
-        url: the cable's URL. The other arguments are those of :class:`Consumer`.
-
-    Returns:
-        An unopened consumer: ``async with`` opens it (waiting for ``welcome``) and
-        closes it; ``consumer = await connect(url)`` opens it and leaves closing to you.
-    """
-    return Consumer(
-        url,
-        headers=headers,
-        cookies=cookies,
-        origin=origin,
-        reconnect=reconnect,
-        backoff=backoff,
-        stale_threshold=stale_threshold,
-        open_timeout=open_timeout,
-        subscribe_timeout=subscribe_timeout,
-        send_timeout=send_timeout,
-        resubscribe_interval=resubscribe_interval,
-        max_size=max_size,
-    )
+#: ``connect(url, **options)`` makes an unopened :class:`Consumer` (the options are its
+#: constructor's): ``async with connect(url) as consumer`` opens it (waiting for
+#: ``welcome``) and closes it; ``consumer = await connect(url)`` opens it and leaves
+#: closing to you.
+#:
+#: Example::
+#:
+#:     async with cablecar.client.connect("ws://127.0.0.1:8080/cable") as consumer:
+#:         sub = await consumer.subscribe("ChatChannel", room="1")
+#:         await sub.perform("speak", body="hi")
+#:         print(await sub.receive(timeout=5))
+connect = Consumer

@@ -13,6 +13,7 @@ keys (any node serves a restore; the epoch survives restarts).
 
 from __future__ import annotations
 
+import importlib
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
@@ -20,6 +21,16 @@ from .base import Entry, HistoryStore, StoreSettings
 from .memory import MemoryStore
 
 __all__ = ["Entry", "HistoryStore", "MemoryStore", "StoreSettings", "store_from_url"]
+
+
+#: The stores kept in a network service: scheme -> (module, class, pip extra).
+_NETWORK_STORES = {
+    "redis": (".redis", "RedisStore", "redis"),
+    "rediss": (".redis", "RedisStore", "redis"),
+    "unix": (".redis", "RedisStore", "redis"),
+    "postgresql": (".postgres", "PostgresStore", "postgres"),
+    "postgres": (".postgres", "PostgresStore", "postgres"),
+}
 
 
 def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = None) -> HistoryStore:
@@ -32,22 +43,17 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryStore(settings)
-    if scheme in ("redis", "rediss", "unix"):
+    found = _NETWORK_STORES.get(scheme)
+    if found is not None:
+        module, name, extra = found
         try:
-            from .redis import RedisStore
-        except ImportError as exc:  # pragma: no cover - the redis extra is missing
+            cls = getattr(importlib.import_module(module, __name__), name)
+        except ImportError as exc:  # pragma: no cover - the extra is missing
             raise ConfigurationError(
-                f"history on redis:// needs an extra: pip install 'cablecar[redis]' ({exc})"
+                f"history on {scheme}:// needs an extra: pip install 'cablecar[{extra}]' ({exc})"
             ) from None
-        return RedisStore(url, settings, prefix=prefix)
-    if scheme in ("postgresql", "postgres"):
-        try:
-            from .postgres import PostgresStore
-        except ImportError as exc:  # pragma: no cover - the postgres extra is missing
-            raise ConfigurationError(
-                f"history on postgresql:// needs an extra: pip install 'cablecar[postgres]' ({exc})"
-            ) from None
-        return PostgresStore(url, settings, prefix=prefix)
+        store: HistoryStore = cls(url, settings, prefix=prefix)
+        return store
     raise ConfigurationError(
         "history=True is available with memory://, redis:// and postgresql:// pub/sub; "
         f"not yet with {scheme}://"

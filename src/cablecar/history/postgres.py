@@ -69,6 +69,23 @@ _POOL_SIZE = 4
 _ERRORS = (psycopg.Error, OSError)
 
 
+async def _lock_stream(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> None:
+    """Serialize presence changes of one stream (until the transaction ends)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(%(ns)s || '/' || %(stream)s))", params
+    )
+
+
+async def _member_alive(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> bool:
+    """Whether member ``pid`` has a live session on the stream."""
+    cur = await conn.execute(
+        "SELECT 1 FROM cablecar_presence WHERE ns = %(ns)s AND stream = %(stream)s "
+        f"AND pid = %(pid)s AND until > {_NOW} LIMIT 1",
+        params,
+    )
+    return await cur.fetchone() is not None
+
+
 class PostgresStore:
     """A :class:`~cablecar.history.HistoryStore` in PostgreSQL (see the module docstring)."""
 
@@ -210,15 +227,8 @@ class PostgresStore:
                   "ttl": self.settings.presence_ttl}  # fmt: skip
         async with self._conn() as conn:
             async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%(ns)s || '/' || %(stream)s))", params
-                )
-                cur = await conn.execute(
-                    "SELECT 1 FROM cablecar_presence WHERE ns = %(ns)s AND stream = %(stream)s "
-                    f"AND pid = %(pid)s AND until > {_NOW} LIMIT 1",
-                    params,
-                )
-                alive = await cur.fetchone() is not None
+                await _lock_stream(conn, params)
+                alive = await _member_alive(conn, params)
                 await conn.execute(
                     "INSERT INTO cablecar_presence (ns, stream, sid, pid, info, until) VALUES "
                     f"(%(ns)s, %(stream)s, %(sid)s, %(pid)s, %(info)s, {_NOW} + %(ttl)s) "
@@ -237,9 +247,7 @@ class PostgresStore:
         params = {"ns": self._ns, "stream": stream, "sid": sid}
         async with self._conn() as conn:
             async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%(ns)s || '/' || %(stream)s))", params
-                )
+                await _lock_stream(conn, params)
                 cur = await conn.execute(
                     "DELETE FROM cablecar_presence WHERE ns = %(ns)s AND stream = %(stream)s "
                     "AND sid = %(sid)s RETURNING pid",
@@ -249,12 +257,7 @@ class PostgresStore:
                 if row is None:
                     return None
                 params["pid"] = row[0]
-                cur = await conn.execute(
-                    "SELECT 1 FROM cablecar_presence WHERE ns = %(ns)s AND stream = %(stream)s "
-                    f"AND pid = %(pid)s AND until > {_NOW} LIMIT 1",
-                    params,
-                )
-                if await cur.fetchone() is not None:
+                if await _member_alive(conn, params):
                     return None  # another connection of the member is still here
                 await conn.execute(  # its dead sessions go with it: no second leave
                     "DELETE FROM cablecar_presence WHERE ns = %(ns)s AND stream = %(stream)s "
