@@ -33,7 +33,6 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -140,12 +139,7 @@ class Broadcaster:
     async def __aenter__(self) -> Broadcaster:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def _publish(self, stream: str, payload: bytes) -> None:
@@ -203,12 +197,7 @@ class Broadcaster:
     def __enter__(self) -> Broadcaster:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
 
     def _new_store(self) -> HistoryStore | None:

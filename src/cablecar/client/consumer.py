@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Generator, Mapping
-from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -170,12 +169,7 @@ class Consumer:
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def __await__(self) -> Generator[Any, None, Consumer]:

@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine, Iterator, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
 from cablecar._json import JSON
@@ -161,12 +160,7 @@ class SyncConsumer:
     def __enter__(self) -> SyncConsumer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
