@@ -476,11 +476,11 @@ async def test_workers_stop_gracefully_on_ctrl_c(
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/net/tcp"), reason="needs Linux /proc")
-async def test_a_dead_worker_leaves_the_others_serving_and_is_reported(
+async def test_a_dead_worker_leaves_the_others_serving_and_is_replaced(
     redis_server: Service, launch: Launch, ws_connect: ConnectWS
 ) -> None:
-    """A worker that dies (OOM killer, say) is not hidden: the others keep serving,
-    and the parent's exit status and log say that one was killed."""
+    """A worker that dies (OOM killer, say) is not hidden: the others keep serving, the
+    parent logs it and starts a new worker in its place; a stop then ends both with 0."""
     server = await launch("--workers", "2", "--pubsub", redis_server.url, name="workers")
     parent = server.proc
     assert parent is not None
@@ -494,13 +494,22 @@ async def test_a_dead_worker_leaves_the_others_serving_and_is_reported(
         lambda: tcp_sockets(alive, server.port)[0] == 1 and not live(dead),
         "the worker is dead",
     )
-    ws = await ws_connect(f"{server.url}?user=survivor")  # the kernel routes to the survivor
+    for attempt in range(3):
+        try:
+            ws = await ws_connect(f"{server.url}?user=survivor")
+            break
+        except EOFError:  # routed to the killed worker's socket as the kernel closed it
+            assert attempt < 2
     ident = orjson.dumps({"channel": "BenchmarkChannel"}).decode()
     assert (await ws.subscribe(ident))["type"] == "confirm_subscription"
     await ws.perform(ident, "echo", body="still here")
     assert (await ws.recv_data(WAIT))["message"] == {"action": "echo", "body": "still here"}
+    await wait_until(
+        lambda: f"worker {dead} exited with status -9; started worker" in log_of(server),
+        "the replacement",
+    )
+    await wait_until(lambda: log_of(server).count("cable started") == 3, "it serves")
 
     parent.terminate()
-    assert await asyncio.to_thread(parent.wait, WAIT) == 128 + signal.SIGKILL
-    assert f"worker {dead} exited with status -9" in log_of(server), log_of(server)
-    assert log_of(server).count("cable stopped") == 1, log_of(server)
+    assert await asyncio.to_thread(parent.wait, WAIT) == 0, log_of(server)
+    assert log_of(server).count("cable stopped") == 2, log_of(server)
