@@ -65,3 +65,17 @@ def test_cable_shows_a_small_face() -> None:
         # for transports (cablecar.transport)
         "admit", "choose_subprotocol", "open_session", "health", "asgi",
     }  # fmt: skip
+
+
+def test_the_error_tree_is_the_documented_one() -> None:
+    """Every exception sits where cablecar.errors' docstring draws it: the transport's
+    protocol errors are ProtocolViolations, PublishTimeout an AdapterError."""
+    from cablecar import errors
+    from cablecar.transports.standalone.framing import FrameError
+    from cablecar.transports.standalone.http import HandshakeError
+
+    for cls in (errors.InvalidCommand, errors.ActionNotAllowed, FrameError, HandshakeError):
+        assert issubclass(cls, errors.ProtocolViolation), cls
+    assert issubclass(errors.PublishTimeout, errors.AdapterError)
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.CablecarError), name

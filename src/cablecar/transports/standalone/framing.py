@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ...errors import ProtocolViolation
+
 __all__ = [
     "CloseCode",
     "FrameError",
@@ -55,7 +57,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
 
 
-class FrameError(Exception):
+class FrameError(ProtocolViolation):
     """The client broke RFC 6455; close the connection with ``code``."""
 
     def __init__(self, code: int, reason: str) -> None:

@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from ...errors import ProtocolViolation
+
 __all__ = [
     "HandshakeError",
     "RequestHead",
@@ -26,7 +28,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class HandshakeError(Exception):
+class HandshakeError(ProtocolViolation):
     """The request cannot be served; answer with ``status`` and close."""
 
     def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
