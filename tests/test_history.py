@@ -404,3 +404,23 @@ def test_history_on_nats_is_refused_with_a_clear_error() -> None:
     cable is built, naming what works."""
     with pytest.raises(ConfigurationError, match=r"memory://, redis:// and postgresql://"):
         Cable(pubsub="nats://127.0.0.1:4222", history=True)
+
+
+async def test_an_ext_only_client_is_served_without_history(
+    cablecar_server: Any, ws_connect: ConnectWS
+) -> None:
+    """A client offering only the extended protocol to a cable without history gets it
+    (rather than a failed handshake) and is served as a plain client: no sid, broadcasts
+    without positions, history requests answered reject_history, presence error."""
+    cable = Cable(AppConnection, [RoomChannel])
+    server = await cablecar_server(cable)
+    ws, welcome = await ext_connect(ws_connect, server.url)
+    assert ws.conn.subprotocol == "actioncable-v1-ext-json"
+    assert welcome == {"type": "welcome"}
+    assert (await ws.subscribe(ROOM))["type"] == "confirm_subscription"
+    await cable.broadcast("room_1", {"n": 1})
+    assert await ws.recv_data() == {"identifier": ROOM, "message": {"n": 1}}
+    await ws.send({"command": "history", "identifier": ROOM, "history": {"since": 0}})
+    assert await ws.recv_data() == {"identifier": ROOM, "type": "reject_history"}
+    await ws.send({"command": "presence", "identifier": ROOM, "data": {}})
+    assert (await ws.recv_data())["message"] == {"type": "error"}

@@ -610,9 +610,17 @@ class Cable:
 
     def choose_subprotocol(self, offered: Iterable[str]) -> str | None:
         """The subprotocol to answer an upgrade offering ``offered`` with: the first
-        one this cable speaks (``actioncable-v1-ext-json`` too with ``history=True``)."""
+        one this cable speaks (``actioncable-v1-ext-json`` too with ``history=True``; a
+        client offering only that one gets it anyway, served without history)."""
+        offered = list(offered)
         supported = (*SUBPROTOCOLS, EXT_SUBPROTOCOL) if self._store is not None else SUBPROTOCOLS
-        return choose_subprotocol(offered, supported)
+        chosen = choose_subprotocol(offered, supported)
+        if chosen is None and EXT_SUBPROTOCOL in offered:
+            # A client that offers only the extended protocol (@anycable/web configured
+            # with it) is served without history: no sid, history requests answered
+            # reject_history, presence answered error; refusing would fail its handshake.
+            return EXT_SUBPROTOCOL
+        return chosen
 
     def _refuse(self, refusal: Refusal) -> Refusal:
         if self._runtime is not None:
