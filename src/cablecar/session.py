@@ -647,6 +647,8 @@ class Session:
         except InvalidCommand as exc:
             self.warn_once(exc.kind, "invalid command ignored: %s", exc)
             return
+        if isinstance(command, Whisper | Join | Leave):  # they reach other clients
+            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
         if isinstance(command, Perform):
             await self._perform(command)
         elif isinstance(command, Subscribe):
@@ -666,17 +668,14 @@ class Session:
         elif isinstance(command, History):
             await self._history_command(command)
         elif isinstance(command, Whisper):
-            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             await self._whisper(command)
         elif isinstance(command, Join):
-            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             sub = self.subscriptions.get(command.identifier)
             if sub is None:
                 self.warn_once("unknown_subscription", "join for unknown subscription")
                 return
             await self.presence_join(sub, command.id, command.info)
         elif isinstance(command, Leave):
-            await self._throttle(self._peers, "peer_rate_limited", "whispers and presence changes")
             sub = self.subscriptions.get(command.identifier)
             if sub is not None:
                 await self.presence_leave(sub)

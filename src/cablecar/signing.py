@@ -27,9 +27,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from . import _json
 
 __all__ = [
     "MAX_SIGNED_NAME",
@@ -101,9 +102,7 @@ class StreamSigner:
         (UTF-8 JSON, standard Base64 with padding, lowercase hex digest)."""
         if not isinstance(name, str):
             raise TypeError(f"stream names are strings, not {type(name).__name__}")
-        encoded = base64.b64encode(
-            json.dumps(name, ensure_ascii=False, separators=(",", ":")).encode()
-        ).decode("ascii")
+        encoded = base64.b64encode(_json.dumps(name)).decode("ascii")  # UTF-8, as Ruby
         return f"{encoded}{_SEPARATOR}{self._digest(self._keys[0], encoded)}"
 
     def verify(self, signed: object) -> str | None:
@@ -126,8 +125,8 @@ class StreamSigner:
             return None
         try:
             text = base64.b64decode(encoded.replace("-", "+").replace("_", "/"), validate=True)
-            value = json.loads(text)
-        except (binascii.Error, ValueError, RecursionError):
+            value = _json.loads(text)
+        except (binascii.Error, ValueError):  # JSONDecodeError too (deep nesting included)
             return None
         return value if isinstance(value, str) else None
 

@@ -30,6 +30,7 @@ Attribute values are always escaped.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import re
 from collections.abc import Callable
@@ -205,9 +206,8 @@ def _broadcastable(
     streamables: Any, action: str, target: str | None, content: Any, targets: str | None,
     attributes: dict[str, Any],
 ) -> tuple[str, str]:  # fmt: skip
-    parts = streamables if isinstance(streamables, (list, tuple)) else (streamables,)
     element = turbo_stream(action, target, content, targets=targets, **attributes)
-    return stream_name(*parts), str(element)
+    return stream_name(streamables), str(element)
 
 
 async def broadcast(
@@ -288,9 +288,4 @@ def template_globals(source: Any) -> dict[str, Callable[..., HTML]]:
         templates = Jinja2Templates("templates")
         templates.env.globals.update(turbo.template_globals(cable))
     """
-    signer = _turbo_signer(source)
-
-    def turbo_stream_from(*streamables: Any, **data: Any) -> HTML:
-        return stream_source(signer.sign(stream_name(*streamables)), **data)
-
-    return {"turbo_stream_from": turbo_stream_from}
+    return {"turbo_stream_from": functools.partial(stream_from, _turbo_signer(source))}

@@ -285,7 +285,7 @@ class Consumer:
         with contextlib.suppress(ConnectionClosed):
             await self._connection.send({**frame, "identifier": sub.identifier})
 
-    def _joined(self, identifier: str) -> tuple[str, JSON] | None:
+    def _joined(self, identifier: str) -> dict[str, JSON] | None:
         for sub in self._subs.get(identifier, ()):
             if sub.presence.joined is not None:
                 return sub.presence.joined
@@ -301,7 +301,7 @@ class Consumer:
             frame["history"] = self._history_request(identifier)  # what we missed
         joined = self._joined(identifier) if self._connection.ext else None
         if joined is not None:  # join again right after the confirmation
-            frame["presence"] = {"id": joined[0], "info": joined[1]}
+            frame["presence"] = joined
         with contextlib.suppress(ConnectionClosed):
             await self._connection.send(frame)
 
@@ -336,11 +336,7 @@ class Consumer:
                     joined = self._joined(identifier)
                     if joined is not None:  # the server kept it; joining again is quiet
                         await self._connection.send(
-                            {
-                                "command": "join",
-                                "identifier": identifier,
-                                "presence": {"id": joined[0], "info": joined[1]},
-                            }
+                            {"command": Command.JOIN, "identifier": identifier, "presence": joined}
                         )
             else:
                 await self._send_subscribe(identifier)

@@ -40,8 +40,8 @@ class Presence:
 
     def __init__(self, subscription: Subscription) -> None:
         self._sub = subscription
-        #: ``(id, info)`` while joined: sent again after a reconnect.
-        self.joined: tuple[str, JSON] | None = None
+        #: ``{"id": ..., "info": ...}`` while joined: sent again after a reconnect.
+        self.joined: dict[str, JSON] | None = None
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._info: asyncio.Future[dict[str, Any]] | None = None
         self._info_lock = asyncio.Lock()
@@ -54,8 +54,8 @@ class Presence:
         Raises:
             PresenceError: the connection does not speak the extended protocol.
         """
-        self.joined = (str(id), info)
-        await self._sub._command("join", presence={"id": str(id), "info": info})
+        self.joined = {"id": str(id), "info": info}
+        await self._sub._command("join", presence=self.joined)
 
     async def leave(self) -> None:
         """Leave; a ``leave`` event when this was the member's last connection."""
