@@ -189,12 +189,14 @@ class RedisServer(Service):
 
 
 class NatsServer(Service):
-    """``nats-server -a 127.0.0.1 -p P`` (core NATS, no JetStream)."""
+    """``nats-server -a 127.0.0.1 -p P -js`` (core NATS, and JetStream stored in the
+    temp dir, for history; ``jetstream=False``: core NATS only)."""
 
     name = "nats"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, jetstream: bool = True) -> None:
         self.binary = _find("nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server")
+        self.jetstream = jetstream
         super().__init__(port)
 
     @property
@@ -205,10 +207,11 @@ class NatsServer(Service):
         if self.running:
             return
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_path)],
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_path),
+             *(["-js", "-sd", str(self.dir / "jetstream")] if self.jetstream else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         self._wait_until(lambda: _greeting(self.port, b"", b"INFO "), "send INFO")
 
 

@@ -4,13 +4,14 @@ positions, history replies, resumed sessions, pongs, exclusions."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from cablecar import Cable, Channel, Connection
-from cablecar.errors import ConfigurationError
+from cablecar.errors import AdapterError
 from cablecar.history import MemoryStore, StoreSettings, store_from_url
 
 from .conftest import TIMEOUT, WS, ConnectWS
@@ -295,9 +296,9 @@ async def _poll(ws: WS) -> dict[str, Any] | None:
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "nats"])
 async def test_network_store_positions_survive_a_new_store(kind: str, request: Any) -> None:
-    """Offsets and the epoch live in Redis or PostgreSQL: a second store (another node,
+    """Offsets and the epoch live in Redis, PostgreSQL or JetStream: a second store (another node,
     or a restart) continues the series and replays what the first stored; a session is
     taken once; presence is shared, and an expired member leaves on one node only."""
     url = request.getfixturevalue(f"{kind}_server").url
@@ -335,11 +336,11 @@ async def test_network_store_positions_survive_a_new_store(kind: str, request: A
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "nats"])
 async def test_a_session_resumes_on_another_node(
     cablecar_server: Any, ws_connect: ConnectWS, kind: str, request: Any
 ) -> None:
-    """A client of node A that reconnects to node B (same Redis, or same PostgreSQL) is
+    """A client of node A that reconnects to node B (same Redis, PostgreSQL or NATS) is
     resumed there and gets what was broadcast while it was away, from either node."""
     url = request.getfixturevalue(f"{kind}_server").url
     prefix = f"n{id(ws_connect)}"
@@ -399,11 +400,22 @@ def test_cli_broadcast_with_history_is_recovered(redis_server: Any) -> None:
     assert asyncio.run(read())[-2:] == [1, 2]
 
 
-def test_history_on_nats_is_refused_with_a_clear_error() -> None:
-    """NATS has no history store yet: ``history=True`` on ``nats://`` is refused when the
-    cable is built, naming what works."""
-    with pytest.raises(ConfigurationError, match=r"memory://, redis:// and postgresql://"):
-        Cable(pubsub="nats://127.0.0.1:4222", history=True)
+@pytest.mark.services
+def test_history_on_a_nats_without_jetstream_is_a_clear_error(tmp_path: Path) -> None:
+    """History on NATS needs JetStream: a cable on a core-only nats-server does not
+    start, and the error says how to fix it."""
+    from tests.services import NatsServer
+
+    async def start(url: str) -> None:
+        cable = Cable(pubsub=url, history=True)
+        try:
+            await cable.start()
+        finally:
+            await cable.stop()
+
+    with NatsServer(jetstream=False) as core:
+        with pytest.raises(AdapterError, match=r"JetStream is not enabled.*-js"):
+            asyncio.run(start(core.url))
 
 
 async def test_an_ext_only_client_is_served_without_history(

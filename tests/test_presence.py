@@ -144,11 +144,11 @@ async def test_a_vanished_member_leaves_after_the_ttl_and_a_quick_return_is_quie
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "nats"])
 async def test_members_are_seen_across_nodes_and_a_dead_nodes_members_leave(
     cablecar_server: Any, ws_connect: ConnectWS, kind: str, request: Any
 ) -> None:
-    """Over Redis or PostgreSQL, a member joined on node A is listed by a client of node
+    """Over Redis, PostgreSQL or NATS, a member joined on node A is listed by a client of node
     B; when node A stops touching its records (it died), they leave within the TTL plus
     a sweep."""
     url = request.getfixturevalue(f"{kind}_server").url

@@ -61,11 +61,11 @@ def test_one_server_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
+@pytest.mark.parametrize("kind", ["redis", "postgres", "nats"])
 def test_two_servers_and_a_dead_node(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any
 ) -> None:
-    """Scenario b, on Redis and on PostgreSQL: the client's server is SIGKILLed, 10
+    """Scenario b, on Redis, PostgreSQL and NATS (JetStream): the client's server is SIGKILLed, 10
     messages are broadcast from a third process, the client reconnects to the other
     server and gets the 10, then live."""
     broker = request.getfixturevalue(f"{kind}_server")

@@ -8,7 +8,8 @@ subscriptions and what it missed. It is written on the publishing path, so a mes
 published while no server is up is still recovered.
 
 ``memory://`` keeps both in the process (one server); ``redis://`` in Redis Streams and
-keys (any node serves a restore; the epoch survives restarts).
+keys, ``postgresql://`` in tables, ``nats://`` in JetStream (any node serves a restore;
+the epoch survives restarts).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _NETWORK_STORES = {
     "unix": (".redis", "RedisStore", "redis"),
     "postgresql": (".postgres", "PostgresStore", "postgres"),
     "postgres": (".postgres", "PostgresStore", "postgres"),
+    "nats": (".nats", "NatsStore", "nats"),
+    "tls": (".nats", "NatsStore", "nats"),
 }
 
 
@@ -37,8 +40,8 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
     """The store for the pub/sub backend ``url`` names.
 
     Raises:
-        ConfigurationError: the backend has no history store yet (NATS), or its extra
-            is not installed.
+        ConfigurationError: the backend has no history store, or its extra is not
+            installed.
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
@@ -55,6 +58,6 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
         store: HistoryStore = cls(url, settings, prefix=prefix)
         return store
     raise ConfigurationError(
-        "history=True is available with memory://, redis:// and postgresql:// pub/sub; "
-        f"not yet with {scheme}://"
+        "history=True is available with memory://, redis://, postgresql:// and nats:// "
+        f"pub/sub; not with {scheme}://"
     )
