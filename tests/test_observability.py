@@ -90,6 +90,8 @@ async def test_metrics_count_what_clients_did(cablecar_server: Any, ws_connect: 
     assert value(m, "cablecar_workers") == 1
     assert value(m, "cablecar_publish_duration_seconds_count") == 5
     assert value(m, "cablecar_delivery_latency_seconds_count") >= 1  # 1 broadcast in 64
+    # each sampled latency is publish-to-last-write: well under a second here
+    assert value(m, "cablecar_delivery_latency_seconds_sum") < 1.0
     assert value(m, "cablecar_pubsub_connected") == 1
 
 

@@ -108,15 +108,15 @@ class Hub:
                 if skip is None:
                     for sink in sinks:
                         sink.send_prepared(wire)
-                    sent = len(sinks)
+                    count = len(sinks)
                 else:
-                    sent = 0
+                    count = 0
                     for sink in sinks:
                         if sink is not skip:
                             sink.send_prepared(wire)
-                            sent += 1
-                n += sent
-                size += sent * len(frame)
+                            count += 1
+                n += count
+                size += count * len(frame)
             self.deliveries += n
             self.bytes_out += size
             if sent:  # a sampled broadcast: how long from publish to the last write
