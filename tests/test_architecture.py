@@ -28,10 +28,10 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: the application-facing classes and the subscription runtime
     ("connection", "channel", "_subscription", "registry", "hub"),
     ("signed_streams",),
-    # 4: one socket's state
-    ("session",),
-    # 5: one run of a cable, and the cable
-    ("_runtime", "cable"),
+    # 4: one socket's state, and the sinks of the HTTP transports (event streams, polls)
+    ("session", "sse", "longpoll"),
+    # 5: one run of a cable, and the cable (with its HTTP broadcast API)
+    ("_runtime", "cable", "broadcast_api"),
     # 6: what runs a cable or is built on it
     ("transports", "asgi", "broadcast", "_cli_broadcast", "testing", "contrib", "__init__"),
     ("client", "demo", "cli", "__main__"),

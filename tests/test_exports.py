@@ -57,13 +57,15 @@ def test_cable_shows_a_small_face() -> None:
         # lifecycle
         "start", "stop", "state", "running", "wait_live",
         # broadcasting and connections
-        "broadcast", "broadcast_to", "broadcast_sync", "connections", "socket_count",
+        "broadcast", "broadcast_to", "broadcast_sync", "broadcast_encoded", "connections",
+        "socket_count",
         "statistics", "open_connections_statistics", "streams", "presence", "figures", "metrics",
         "ready",
         # signed streams and Turbo
         "signed_stream_name",
         # for transports (cablecar.transport)
-        "admit", "choose_subprotocol", "open_session", "health", "asgi",
+        "admit", "choose_subprotocol", "open_session", "health", "asgi", "serve_http",
+        "is_sse", "open_sse",
     }  # fmt: skip
 
 

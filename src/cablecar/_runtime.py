@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .config import CableConfig
     from .connection import Connection
     from .history import HistoryStore
+    from .longpoll import Polls
     from .pubsub import PubSub
     from .registry import ChannelRegistry
     from .session import Session
@@ -103,6 +104,8 @@ class Runtime:
         self._control: asyncio.Task[None] | None = None
         self._ping_handle: asyncio.TimerHandle | None = None
         self._trimmer = HeapTrimmer(self.loop, self._compact)
+        #: Long-polling sessions (made on the first poll).
+        self.polls: Polls | None = None
 
     async def start(self) -> None:
         if self.store is not None:
@@ -211,7 +214,7 @@ class Runtime:
             # pong_timeout of each ping.
             silent_since = self.loop.time() - cfg.ping_interval - cfg.pong_timeout
             for session in list(self.welcomed):
-                if session.ext and session.last_seen < silent_since:
+                if session.ext and session.pongs and session.last_seen < silent_since:
                     logger.info("%s: no pong in %ss; disconnecting", session, cfg.pong_timeout)
                     session.close(DisconnectReason.NO_PONG, True)
 

@@ -57,6 +57,7 @@ from .signing import StreamSigners
 from .transport import Refusal
 
 if TYPE_CHECKING:
+    from .sse import HTTPStream
     from .transport import Sink
     from .transports.asgi import ASGIApp
 
@@ -123,6 +124,13 @@ class CableSettings(TypedDict, total=False):
     streams_whisper: bool
     turbo_streams_secret: str | None
     secret_key_base: str | None
+    sse_path: str | None
+    poll_path: str | None
+    poll_interval: float
+    poll_keepalive_timeout: float
+    broadcast_path: str | None
+    broadcast_key: str | None
+    secret: str | None
     filter_parameters: tuple[str, ...]
 
 
@@ -417,11 +425,21 @@ class Cable:
         Raises:
             AdapterError: the pub/sub service (or the history store) failed.
         """
-        payload = _json.dumps(message)
-        self._broadcasts_total += 1
-        started = time.perf_counter()
         if instrumentation.active("broadcast"):
             instrumentation.emit("broadcast", {"stream": stream, "message": message, "cable": self})
+        await self.broadcast_encoded(stream, _json.dumps(message), exclude_socket=exclude_socket)
+
+    async def broadcast_encoded(
+        self, stream: str, payload: bytes, *, exclude_socket: str | None = None
+    ) -> None:
+        """:meth:`broadcast` of a message already encoded as JSON (``payload`` must be
+        one valid JSON value: it is sent as is). The HTTP broadcast API uses it.
+
+        Raises:
+            AdapterError: the pub/sub service (or the history store) failed.
+        """
+        self._broadcasts_total += 1
+        started = time.perf_counter()
         self._sample -= 1
         sent = 0.0
         if not self._sample:  # one broadcast in _SAMPLE_EVERY carries its send time
@@ -656,6 +674,67 @@ class Cable:
         if not self._pubsub.connected:
             return Response.json({"ready": False, "reason": "pub/sub unreachable"}, 503)
         return Response.json({"ready": True}, 200)
+
+    def _at(self, path: str, endpoint: str | None) -> bool:
+        # An endpoint answers at its path, and below the mount path (ASGI middleware
+        # routes only /cable/... to the cable).
+        return endpoint is not None and path in (endpoint, self.config.mount_path + endpoint)
+
+    async def serve_http(self, request: Request) -> Response | None:
+        """Answer a plain HTTP request at one of the cable's endpoints: health, ready,
+        metrics, the broadcast API (``broadcast_path``), long polling (``poll_path``);
+        ``None`` when the path is none of them. Transports call it for every plain
+        request (the SSE path excepted: :meth:`open_sse`)."""
+        cfg = self.config
+        path = request.path
+        if self._at(path, cfg.health_path):
+            return self.health(request.method)
+        if self._at(path, cfg.ready_path):
+            return self.ready()
+        if self._at(path, cfg.metrics_path):
+            return self.metrics()
+        if self._at(path, cfg.broadcast_path):
+            from . import broadcast_api
+
+            return await broadcast_api.handle(self, request)
+        if self._at(path, cfg.poll_path):
+            runtime = self._runtime
+            if runtime is None or not self.running:
+                return Response.json({"error": "shutting down"}, 503, (("Retry-After", "1"),))
+            if runtime.polls is None:
+                from .longpoll import Polls
+
+                runtime.polls = Polls(self)
+            return await runtime.polls.handle(request)
+        return None
+
+    def is_sse(self, path: str) -> bool:
+        """Whether ``path`` is the server-sent events endpoint (``sse_path``)."""
+        return self._at(path, self.config.sse_path)
+
+    def open_sse(self, stream: HTTPStream, request: Request) -> Session | Response:
+        """Start an event stream for ``request`` (at ``sse_path``): the session, which
+        answers through ``stream`` once ``connect`` and the subscriptions have run (the
+        transport calls its ``transport_closed()`` when the client goes), or the
+        response to send instead (400 for a request naming no subscription, the
+        :meth:`admit` refusals)."""
+        from .sse import SSESink
+
+        if request.method not in ("GET", "POST"):
+            return Response.json({"error": "use GET or POST"}, 405, (("Allow", "GET, POST"),))
+        refusal = self.admit(request)
+        if refusal is not None:
+            return Response.json({"error": refusal.reason}, refusal.status, refusal.headers)
+        try:
+            sink = SSESink.for_request(stream, request)
+        except ValueError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        subprotocol = self.choose_subprotocol((EXT_SUBPROTOCOL, *SUBPROTOCOLS))
+        session = self.open_session(sink, request, subprotocol)
+        session.pongs = False
+        sink.session = session
+        session.start()
+        return session
 
     def asgi(self) -> ASGIApp:
         """An ASGI application serving this cable (mount it at ``/cable``)."""

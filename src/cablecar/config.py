@@ -114,6 +114,25 @@ class CableConfig:
     #: A Rails app's ``secret_key_base``: ``Turbo::StreamsChannel`` verifies names signed
     #: with turbo-rails' default keys derived from it (Rails 7+ and older defaults).
     secret_key_base: str | None = field(default=None, repr=False)
+    #: Server-sent events endpoint (``GET``/``POST``, AnyCable-compatible; ``None`` to turn
+    #: it off): a client without WebSocket subscribes and reads a ``text/event-stream``.
+    sse_path: str | None = "/events"
+    #: Long-polling endpoint (``POST``; ``None`` to turn it off): the fallback transport of
+    #: ``cablecar.js`` when WebSockets are blocked.
+    poll_path: str | None = "/lp"
+    #: Seconds a poll is held open waiting for output before it is answered empty.
+    poll_interval: float = 15.0
+    #: Seconds a long-polling session lives without a poll; then it is closed (its next
+    #: poll gets 401 and the client starts a new session).
+    poll_keepalive_timeout: float = 5.0
+    #: HTTP broadcast API (``POST``, AnyCable-compatible body), served only when a
+    #: ``broadcast_key`` (or ``secret``) is set; ``None`` to turn it off.
+    broadcast_path: str | None = "/_broadcast"
+    #: Bearer key of the broadcast API (``Authorization: Bearer <key>``). Never shown.
+    broadcast_key: str | None = field(default=None, repr=False)
+    #: AnyCable's application secret (``--secret``): without ``broadcast_key``, the key is
+    #: ``HMAC-SHA256-hex(secret, "broadcast-cable")``, as AnyCable derives it. Never shown.
+    secret: str | None = field(default=None, repr=False)
     #: Parameter names whose values are masked in logs (substring match, case-insensitive).
     filter_parameters: tuple[str, ...] = field(
         default=("password", "passwd", "secret", "token", "api_key", "authorization", "session")

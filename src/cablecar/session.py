@@ -167,6 +167,7 @@ class Session:
         "ext",
         "last_seen",
         "lineage",
+        "pongs",
         "request",
         "runtime",
         "sid",
@@ -208,6 +209,8 @@ class Session:
         self._goodbye = False  # the client closed first (a close frame)
         #: Loop time of the client's last message (``pong_timeout``).
         self.last_seen = now
+        #: Held to ``pong_timeout`` (extended protocol); HTTP transports cannot pong.
+        self.pongs = True
 
     # -- called by the transport --------------------------------------------------------
 
@@ -216,15 +219,19 @@ class Session:
         self.runtime.opened(self)
         if logger.isEnabledFor(logging.INFO):
             request = self.request
+            kind = getattr(self.sink, "kind", "WebSocket")
             logger.info(
-                '%s: Started GET "%s" [WebSocket] for %s',
+                '%s: Started %s "%s" [%s] for %s',
                 self,
+                request.method,
                 request.path,
+                kind,
                 request.client[0] if request.client else "?",
             )
-            logger.info(
-                "%s: Successfully upgraded to WebSocket (protocol %s)", self, self.subprotocol
-            )
+            if kind == "WebSocket":
+                logger.info(
+                    "%s: Successfully upgraded to WebSocket (protocol %s)", self, self.subprotocol
+                )
         self._enqueue(_OPEN)
 
     def open_as(self, connection: Connection) -> None:
@@ -621,7 +628,12 @@ class Session:
             await self._unsubscribe(sub)
         self.subscriptions.clear()
         connection = self.connection
-        logger.info('%s: Finished "%s" [WebSocket]', self, self.request.path)
+        logger.info(
+            '%s: Finished "%s" [%s]',
+            self,
+            self.request.path,
+            getattr(self.sink, "kind", "WebSocket"),
+        )
         if connection is not None and instrumentation.active("disconnect"):
             instrumentation.emit("disconnect", {"connection": connection})
         if connection is not None and self.welcomed:

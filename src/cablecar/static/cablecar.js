@@ -31,6 +31,12 @@
 // - {"type":"disconnect","reconnect":false} (e.g. unauthorized), an unsupported subprotocol
 //   or consumer.disconnect() stop it for good ("offline"); a later subscriptions.create() or
 //   consumer.connect() starts it again.
+// - WebSocket first; when a WebSocket cannot open (a proxy strips the upgrade, a firewall
+//   blocks it) the next attempt uses long polling (HTTP POSTs to <mount path>/lp, the same
+//   channels, identity and history), and every `upgradeInterval` seconds (30) a WebSocket
+//   is tried again: when it opens, the connection moves back to it (resuming the session
+//   with history=True). consumer.transport says which is in use ("websocket" or
+//   "longpoll"); createConsumer(url, {transports: ["websocket"]}) turns the fallback off.
 // - consumer.state: "idle" (before the first connect), "connecting", "connected" (welcomed),
 //   "reconnecting" (waiting to retry, or retrying), "offline" (stopped; detail.reason says why).
 // - connected({reconnected}) is true when this subscription had been confirmed on an
@@ -77,6 +83,8 @@ export function createWebSocketURL(url) {
 export class Consumer {
   static defaults = {
     extended: true, // offer the extended protocol (resume, history, presence, whisper)
+    transports: ["websocket", "longpoll"], // in order of preference; the rest are fallbacks
+    upgradeInterval: 30, // seconds between WebSocket probes while on long polling
     staleThreshold: 6, // seconds without any frame before the socket counts as dead
     reconnectDelay: { min: 0.5, max: 20, factor: 1.8, jitter: 0.5 }, // seconds; jitter: +0..50%
   };
@@ -100,6 +108,9 @@ export class Consumer {
     this.sid = null; // its session id: sent back on reconnect to resume the session
     this._positions = new Map(); // identifier -> {stream: {epoch, offset}} (history)
     this._since = 0; // unix seconds of the last positioned message
+    this.transport = this.options.transports[0] ?? "websocket"; // the one in use (or next)
+    this._probe = null; // a WebSocket tried while on long polling
+    this._lastProbe = 0;
     if (typeof window !== "undefined") {
       // Back online: don't wait for the backoff timer.
       window.addEventListener("online", () => this._running && !this._ws && this._open());
@@ -159,6 +170,7 @@ export class Consumer {
   }
 
   _setState(state, detail = {}) {
+    detail = { ...detail, transport: this.transport };
     if (state === this.state) return;
     logger.log(`state ${this.state} -> ${state}`, detail.reason ?? "");
     this.state = state;
@@ -170,7 +182,9 @@ export class Consumer {
     this._retryTimer = null;
     const WebSocketClass = adapters.WebSocket || globalThis.WebSocket;
     const offered = this.options.extended ? [INTERNAL.ext_protocol, ...INTERNAL.protocols] : INTERNAL.protocols;
-    const ws = new WebSocketClass(this.url, [...offered, ...this.subprotocols]);
+    const SocketClass = this.transport === "longpoll" ? LongPollSocket : WebSocketClass;
+    const ws = new SocketClass(this.url, [...offered, ...this.subprotocols]);
+    ws._opened = false;
     this._ws = ws;
     this._welcomed = false;
     this._lastSeen = Date.now();
@@ -178,6 +192,8 @@ export class Consumer {
     this._setState(this._everConnected || this._attempts > 0 ? "reconnecting" : "connecting");
     ws.onopen = () => {
       if (ws !== this._ws) return;
+      ws._opened = true;
+      this._lastProbe = Date.now();
       this.ext = ws.protocol === INTERNAL.ext_protocol;
       if (!this.ext) this.sid = null;
       if (ws.protocol !== INTERNAL.protocols[0] && !this.ext) {
@@ -260,8 +276,45 @@ export class Consumer {
     if (wasConnected) {
       this.subscriptions.notifyAll("disconnected", { willAttemptReconnect: this._running });
     }
-    if (this._running) this._scheduleReconnect(reason);
-    else this._setState("offline", { reason });
+    if (!this._running) return this._setState("offline", { reason });
+    const transports = this.options.transports;
+    if (!ws._opened && reason !== "upgrade" && transports.length > 1) {
+      // This transport could not even open: the next attempt uses the next one, at once
+      // when it is a fallback (a blocked WebSocket), after the backoff when it wraps round.
+      const next = (transports.indexOf(this.transport) + 1) % transports.length;
+      this.transport = transports[next];
+      logger.log(`transport: ${this.transport}`);
+      if (next > 0) return this._open();
+    }
+    if (reason === "upgrade") return this._open(); // a WebSocket works again: move now
+    this._scheduleReconnect(reason);
+  }
+
+  // On long polling: now and then see whether a WebSocket opens; if one does, move to it.
+  _tryUpgrade() {
+    const interval = this.options.upgradeInterval * 1000;
+    if (this.transport !== "longpoll" || !this._welcomed || this._probe) return;
+    if (Date.now() - this._lastProbe < interval) return;
+    this._lastProbe = Date.now();
+    const WebSocketClass = adapters.WebSocket || globalThis.WebSocket;
+    let probe;
+    try {
+      probe = new WebSocketClass(this.url, INTERNAL.protocols);
+    } catch {
+      return;
+    }
+    this._probe = probe;
+    const done = () => { if (this._probe === probe) this._probe = null; };
+    probe.onopen = () => {
+      done();
+      probe.close();
+      if (this.transport !== "longpoll" || !this._ws) return;
+      logger.log("a WebSocket opens again: leaving long polling");
+      this.transport = this.options.transports[0];
+      this._drop(this._ws, "upgrade");
+    };
+    probe.onerror = done;
+    probe.onclose = done;
   }
 
   _scheduleReconnect(reason) {
@@ -276,6 +329,7 @@ export class Consumer {
   }
 
   _checkStale() {
+    this._tryUpgrade();
     const ws = this._ws;
     if (ws && Date.now() - this._lastSeen > this.options.staleThreshold * 1000) {
       logger.log(`no frame for ${this.options.staleThreshold} s: dropping a stale socket`);
@@ -297,6 +351,98 @@ export class Consumer {
     this._monitor = this._retryTimer = null;
     if (this._ws) this._drop(this._ws, reason);
     else this._setState("offline", { reason });
+  }
+}
+
+// Long polling with a WebSocket's face (readyState, protocol, send, close, on* handlers),
+// so the consumer drives it like a socket. Each POST carries the commands queued since the
+// last one and the number of the last frame received (X-Cablecar-Poll-Ack): the server
+// keeps every frame until a later poll acknowledges it, so a lost or aborted response
+// loses nothing; frames seen twice are skipped by their number.
+export class LongPollSocket {
+  constructor(url, protocols = []) {
+    const target = new URL(url.replace(/^ws/, "http"));
+    target.pathname = target.pathname.replace(/\/+$/, "") + "/lp";
+    this.url = target.href;
+    this.readyState = 0; // CONNECTING
+    this.protocol = "";
+    this._offered = protocols;
+    this._pid = null;
+    this._ack = 0;
+    this._outbox = [];
+    this._inflight = 0;
+    this._flushQueued = false;
+    this._controllers = new Set();
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._request();
+  }
+
+  send(data) {
+    if (this.readyState !== 1) throw new Error("long polling: not open");
+    this._outbox.push(data);
+    if (this._flushQueued) return;
+    this._flushQueued = true;
+    queueMicrotask(() => {
+      this._flushQueued = false;
+      if (this._outbox.length && this.readyState === 1) this._request(); // the server
+    }); // answers the waiting poll at once, empty, and this one carries the commands
+  }
+
+  close() {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    for (const controller of this._controllers) controller.abort();
+    queueMicrotask(() => this.onclose?.({ code: 1000, reason: "" }));
+  }
+
+  _fail() {
+    if (this.readyState >= 2) return;
+    this.onerror?.(new Event("error"));
+    this.close();
+  }
+
+  _request() {
+    const headers = { "Content-Type": "application/x-ndjson" };
+    if (this._pid) {
+      headers["X-AnyCable-Poll-ID"] = this._pid;
+      headers["X-Cablecar-Poll-Ack"] = String(this._ack);
+    }
+    const body = this._outbox.splice(0).join("\n");
+    const controller = new AbortController();
+    this._controllers.add(controller);
+    this._inflight += 1;
+    fetch(this.url, { method: "POST", headers, body, credentials: "same-origin", signal: controller.signal })
+      .then(async (response) => {
+        const text = await response.text();
+        if (this.readyState >= 2) return;
+        if (response.status === 401 && this._pid) return this.close(); // session expired
+        if (!response.ok && response.status !== 401) return this._fail();
+        this._pid = response.headers.get("X-AnyCable-Poll-ID") || this._pid;
+        const lines = text.split("\n").filter((line) => line.trim());
+        const last = Number(response.headers.get("X-Cablecar-Poll-Seq") || 0);
+        if (this.readyState === 0) {
+          this.readyState = 1;
+          const welcome = lines.length ? JSON.parse(lines[0]) : {};
+          const ext = typeof welcome.sid === "string" && this._offered.includes("actioncable-v1-ext-json");
+          this.protocol = ext ? "actioncable-v1-ext-json" : "actioncable-v1-json";
+          this.onopen?.({});
+        }
+        let seq = last - lines.length;
+        for (const line of lines) {
+          seq += 1;
+          if (seq <= this._ack) continue; // already had it (a response resent)
+          this._ack = seq;
+          if (this.readyState !== 1) return;
+          this.onmessage?.({ data: line });
+        }
+        if (response.status === 401) this.close();
+      })
+      .catch(() => this._fail())
+      .finally(() => {
+        this._controllers.delete(controller);
+        this._inflight -= 1;
+        if (this.readyState === 1 && this._inflight === 0) this._request();
+      });
   }
 }
 

@@ -72,6 +72,10 @@ const formatDelay = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000)
 function showState(connectionState, detail = {}) {
   $("conn-state").dataset.state = connectionState;
   $("conn-text").textContent = STATE_TEXT[connectionState] ?? connectionState;
+  // Which transport carries the chat: a WebSocket, or long polling when one is blocked.
+  const transport = detail.transport === "longpoll" ? "long polling" : "WebSocket";
+  $("conn-transport").textContent = connectionState === "connected" ? ` (${transport})` : "";
+  $("conn-state").dataset.transport = detail.transport ?? "websocket";
   if (connectionState === "offline" && detail.reason === "unauthorized") {
     stop();
     showWelcome("The server refused this name. Pick another one.");

@@ -19,6 +19,7 @@ __all__ = [
     "RequestHead",
     "accept_key",
     "build_response",
+    "build_stream_head",
     "build_switching_protocols",
     "parse_head",
     "validate_upgrade",
@@ -157,3 +158,14 @@ def build_response(
         lines.append(f"{name}: {value}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
     return head if head_only else head + body
+
+
+def build_stream_head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    """The head of a response whose body runs until the connection closes (server-sent
+    events): no ``Content-Length``, ``Connection: close``."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Connection: close"]
+    for name, value in headers:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            continue
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

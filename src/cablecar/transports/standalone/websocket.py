@@ -48,6 +48,7 @@ from .http import (
     HandshakeError,
     RequestHead,
     build_response,
+    build_stream_head,
     build_switching_protocols,
     parse_head,
     validate_upgrade,
@@ -298,6 +299,9 @@ class _Socket(asyncio.Protocol):
         self._buf = b""
         self._cancel_timer()
         self.closing = True  # nothing more is read from this socket
+        if self.server.cable.is_sse(head.path):
+            self._open_sse(request)
+            return
         self.server._spawn(self._answer_http(request))
 
     def _upgrade(self, head: RequestHead, request: Request, rest: bytes) -> None:
@@ -325,19 +329,11 @@ class _Socket(asyncio.Protocol):
 
     async def _answer_http(self, request: Request) -> None:
         cable = self.server.cable
-        cfg = cable.config
         head_only = request.method == "HEAD"
         try:
-            if cfg.health_path is not None and request.path == cfg.health_path:
-                response: Response | None = cable.health(request.method)
-            elif cfg.metrics_path is not None and request.path == cfg.metrics_path:
-                response = cable.metrics()
-            elif cfg.ready_path is not None and request.path == cfg.ready_path:
-                response = cable.ready()
-            elif self.server.http_handler is not None:
+            response = await cable.serve_http(request)
+            if response is None and self.server.http_handler is not None:
                 response = await self.server.http_handler(request)
-            else:
-                response = None
             if response is None:
                 response = Response("not found\n", 404)
         except Exception:
@@ -354,6 +350,43 @@ class _Socket(asyncio.Protocol):
                 )
             )
             self.transport.close()
+
+    # -- server-sent events (an HTTPStream for cablecar.sse) -------------------------------
+
+    def _open_sse(self, request: Request) -> None:
+        opened = self.server.cable.open_sse(self, request)
+        if isinstance(opened, Response):
+            self.closing = False
+            self.begin(opened.status, [("Content-Type", opened.content_type), *opened.headers],
+                       opened.body)  # fmt: skip
+            self.end()
+            return
+        self.closing = False  # written to until the stream ends
+        self.session = opened
+
+    def begin(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        """Send the head of a streamed response (``Connection: close``; the body ends
+        with the connection), or a complete small one for a status other than 200."""
+        if self.closing or self.transport is None:
+            return
+        if status != 200:
+            content_type = dict(headers).get("Content-Type", "application/json")
+            rest = [(k, v) for k, v in headers if k != "Content-Type"]
+            self.transport.write(build_response(status, body, content_type, rest))
+            return
+        self.transport.write(build_stream_head(status, headers) + body)
+
+    def write(self, data: bytes) -> None:
+        """More of a streamed body (a slow reader is cut by ``pause_writing``)."""
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+    def end(self) -> None:
+        """Finish the streamed response: flush, then close."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self._linger(min(self.server.cable.config.close_timeout, 2.0))
 
     # -- closing ----------------------------------------------------------------------
 
