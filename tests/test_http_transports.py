@@ -56,7 +56,7 @@ def http_base(server: Any) -> str:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http_client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=TIMEOUT) as client:
         yield client
 
@@ -109,11 +109,12 @@ async def broadcast(
 
 
 async def test_broadcast_api_publishes_in_order_and_refuses_bad_keys_and_bodies(
-    cablecar_server: Any, ws_connect: ConnectWS, http: httpx.AsyncClient
+    cablecar_server: Any, ws_connect: ConnectWS, http_client: httpx.AsyncClient
 ) -> None:
     """POST /_broadcast with the bearer key reaches WebSocket subscribers, an array in
     order; a wrong key is 401, a malformed body 422, and neither publishes anything;
     exclude_socket skips that connection."""
+    http = http_client
     server = await cablecar_server(make_cable(history=True))
     base = http_base(server)
     ws = await ws_connect(server.url + "?user=ann")
@@ -142,10 +143,11 @@ async def test_broadcast_api_publishes_in_order_and_refuses_bad_keys_and_bodies(
 
 
 async def test_broadcast_api_is_off_without_a_key_and_derives_anycables_key(
-    cablecar_server: Any, http: httpx.AsyncClient
+    cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """With no key the endpoint does not exist (404); with ``secret`` the key is
     AnyCable's HMAC-SHA256(secret, "broadcast-cable")."""
+    http = http_client
     off = await cablecar_server(make_cable(broadcast_key=None))
     body = {"stream": "room_1", "data": "1"}
     assert (await broadcast(http, http_base(off), body)).status_code == 404
@@ -157,10 +159,11 @@ async def test_broadcast_api_is_off_without_a_key_and_derives_anycables_key(
 
 @pytest.mark.services
 async def test_broadcast_api_reaches_websocket_sse_and_poll_subscribers_on_another_node(
-    cablecar_server: Any, ws_connect: ConnectWS, http: httpx.AsyncClient, redis_server: Any
+    cablecar_server: Any, ws_connect: ConnectWS, http_client: httpx.AsyncClient, redis_server: Any
 ) -> None:
     """Two nodes on Redis: a POST to node A reaches a WebSocket, an event stream and a
     long-polling session, all on node B."""
+    http = http_client
     prefix = f"api{id(http)}"
     node_a = await cablecar_server(make_cable(redis_server.url, channel_prefix=prefix))
     node_b = await cablecar_server(make_cable(redis_server.url, channel_prefix=prefix))
@@ -191,12 +194,13 @@ async def test_broadcast_api_reaches_websocket_sse_and_poll_subscribers_on_anoth
 
 
 async def test_an_event_stream_runs_connect_and_channels_like_a_websocket(
-    cablecar_server: Any, ws_connect: ConnectWS, http: httpx.AsyncClient
+    cablecar_server: Any, ws_connect: ConnectWS, http_client: httpx.AsyncClient
 ) -> None:
     """GET /events?channel=...: 200 text/event-stream, welcome, confirmation, then the
     messages of the channel's streams (only the message); a WebSocket user's action
     reaches it. connect() rejecting is 401, a rejected subscription 400, no
     subscription named 400."""
+    http = http_client
     server = await cablecar_server(make_cable())
     base = http_base(server)
     response, events = await open_events(
@@ -226,11 +230,12 @@ async def test_an_event_stream_runs_connect_and_channels_like_a_websocket(
 
 
 async def test_last_event_id_resumes_from_history_and_raw_sends_data_only(
-    cablecar_server: Any, http: httpx.AsyncClient
+    cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """With history=True each data event has ``id: offset/epoch/stream``; a new request
     with ``Last-Event-ID`` gets what came after it, once, then confirm_history; raw=1
     leaves out every typed event; a POST body subscribes with whole frames."""
+    http = http_client
     server = await cablecar_server(make_cable(history=True))
     base = http_base(server)
     url = f"{base}/events?user=a&identifier={ROOM}"
@@ -273,10 +278,11 @@ async def test_last_event_id_resumes_from_history_and_raw_sends_data_only(
 
 
 async def test_a_slow_event_stream_reader_is_cut_while_others_keep_receiving(
-    cablecar_server: Any, http: httpx.AsyncClient
+    cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """A client that opens a stream and never reads is cut as too slow once its output
     passes max_pending_output; a reading client gets every message."""
+    http = http_client
     cable = make_cable(max_pending_output=64 * 1024, socket_send_buffer=16 * 1024)
     server = await cablecar_server(cable)
     base = http_base(server)
@@ -306,10 +312,11 @@ async def test_a_slow_event_stream_reader_is_cut_while_others_keep_receiving(
 
 
 async def test_event_streams_and_polls_count_against_the_connection_limit(
-    cablecar_server: Any, http: httpx.AsyncClient
+    cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """max_connections bounds idle event streams and poll sessions as it bounds
     WebSockets: past it, 503."""
+    http = http_client
     server = await cablecar_server(make_cable(max_connections=20))
     base = http_base(server)
     opened = []
@@ -330,10 +337,11 @@ async def test_event_streams_and_polls_count_against_the_connection_limit(
 
 
 async def test_long_polling_chats_with_a_websocket_and_loses_nothing_with_a_lost_response(
-    cablecar_server: Any, ws_connect: ConnectWS, http: httpx.AsyncClient
+    cablecar_server: Any, ws_connect: ConnectWS, http_client: httpx.AsyncClient
 ) -> None:
     """A poll session subscribes and performs like a WebSocket; a response the client
     never got (it acknowledges an older frame) is sent again; frames are numbered."""
+    http = http_client
     server = await cablecar_server(make_cable())
     base = http_base(server)
     opened = await http.post(f"{base}/lp?user=polly")
@@ -372,11 +380,12 @@ async def test_long_polling_chats_with_a_websocket_and_loses_nothing_with_a_lost
 
 
 async def test_unauthorized_and_expired_poll_sessions_get_401_and_free_their_memory(
-    cablecar_server: Any, http: httpx.AsyncClient
+    cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """connect() rejecting is a 401 with the disconnect frame; 100 sessions abandoned
     mid-flight (one poll, never another) expire after poll_keepalive_timeout: they
     leave the cable, their next poll is 401, and the memory they held is returned."""
+    http = http_client
     cable = make_cable(poll_keepalive_timeout=6.0, max_connections=2000)
     server = await cablecar_server(cable)
     base = http_base(server)

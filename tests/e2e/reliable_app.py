@@ -1,6 +1,7 @@
 """The app the official @anycable/core client drives in tests/js/anycable_ext.test.mjs:
 ``cablecar serve tests/e2e/reliable_app.py:cable`` with ``CABLE_PUBSUB`` (default
-``memory://``), ``CABLE_HISTORY_LIMIT`` and ``CABLE_PRESENCE_TTL`` from the environment."""
+``memory://``), ``CABLE_HISTORY_LIMIT``, ``CABLE_PRESENCE_TTL``, ``CABLE_PREFIX`` and
+``CABLE_BROADCAST_KEY`` (the HTTP broadcast API) from the environment."""
 
 from __future__ import annotations
 
@@ -43,4 +44,5 @@ cable = Cable(
     history_limit=int(os.environ.get("CABLE_HISTORY_LIMIT", "100")),
     presence_ttl=float(os.environ.get("CABLE_PRESENCE_TTL", "15")),
     channel_prefix=os.environ.get("CABLE_PREFIX") or None,
+    broadcast_key=os.environ.get("CABLE_BROADCAST_KEY") or None,
 )

@@ -420,3 +420,30 @@ def test_a_cut_connection_catches_up_every_missed_message_once_in_order(
         )
     finally:
         proxy.close()
+
+
+def test_a_page_whose_websocket_is_blocked_chats_over_long_polling(
+    demo: DemoProcess, people: Any
+) -> None:
+    """Chromium with every WebSocket blocked (request interception closes it before it
+    opens, as a proxy that strips upgrades would): the demo page falls back to long
+    polling by itself, says so, and chats both ways with a page on a WebSocket."""
+    room = _room("blocked")
+    blocked = people()
+    blocked.page.route_web_socket(re.compile(".*"), lambda ws: ws.close(code=1011))
+    polly = blocked.join(demo.url, "polly", room)
+    expect(polly.page.locator("#conn-transport")).to_have_text(" (long polling)")
+    webb = people().join(demo.url, "webb", room)
+    expect(webb.page.locator("#conn-transport")).to_have_text(" (WebSocket)")
+    expect(polly.page.locator("#member-list")).to_contain_text("webb", timeout=WAIT_MS)
+    polly.say("hello over plain HTTP")
+    expect(webb.messages.last.locator(".body")).to_have_text(
+        "hello over plain HTTP", timeout=WAIT_MS
+    )
+    webb.say("hello over a WebSocket")
+    expect(polly.messages.last.locator(".body")).to_have_text(
+        "hello over a WebSocket", timeout=WAIT_MS
+    )
+    expect(polly.messages.locator(".body")).to_have_text(
+        ["hello over plain HTTP", "hello over a WebSocket"]
+    )

@@ -212,7 +212,7 @@ test("an unauthorized connection goes offline and does not retry", { skip }, asy
   const c = consumer("reject");
   const sub = subscribe(c, { channel: "ChatChannel", room: unique("r") });
   await waitFor(() => lastState(c) === "offline", "offline");
-  assert.deepEqual(c.states.at(-1), { state: "offline", reason: "unauthorized" });
+  assert.deepEqual(c.states.at(-1), { state: "offline", reason: "unauthorized", transport: "websocket" });
   await sleep(1500);
   assert.equal(c._socketCount, 1, "no second connection attempt");
   assert.equal(lastState(c), "offline");

@@ -33,6 +33,14 @@ from cablecar.transports.asgi import CableMiddleware
 from ..asgi_servers import SERVERS, ASGIProcess, InProcessServer
 from ..conftest import TIMEOUT, ConnectWS, free_port
 from ..servers import ROOT
+from ..test_http_transports import (  # noqa: F401  (the HTTP transports over ASGI too)
+    http_client,
+    test_an_event_stream_runs_connect_and_channels_like_a_websocket,
+    test_broadcast_api_is_off_without_a_key_and_derives_anycables_key,
+    test_broadcast_api_publishes_in_order_and_refuses_bad_keys_and_bodies,
+    test_last_event_id_resumes_from_history_and_raw_sends_data_only,
+    test_long_polling_chats_with_a_websocket_and_loses_nothing_with_a_lost_response,
+)
 from ..test_server import (  # noqa: F401  (collected here: the same scenarios over ASGI)
     CHAT1,
     make_cable,

@@ -278,10 +278,19 @@ export class Consumer {
     }
     if (!this._running) return this._setState("offline", { reason });
     const transports = this.options.transports;
-    if (!ws._opened && reason !== "upgrade" && transports.length > 1) {
-      // This transport could not even open: the next attempt uses the next one, at once
-      // when it is a fallback (a blocked WebSocket), after the backoff when it wraps round.
+    if (ws._opened) {
+      this._failures = 0;
+      if (this.transport === transports[0]) this._firstWorked = true;
+    } else {
+      this._failures = (this._failures ?? 0) + 1;
+    }
+    // A transport that could not even open gives way to the next one: at once when the
+    // preferred one has never worked here (a proxy that strips WebSocket upgrades), or
+    // after three failures in a row (a server that is down fails every transport alike).
+    const giveWay = !this._firstWorked || this._failures >= 3 || this.transport !== transports[0];
+    if (!ws._opened && reason !== "upgrade" && transports.length > 1 && giveWay) {
       const next = (transports.indexOf(this.transport) + 1) % transports.length;
+      this._failures = 0;
       this.transport = transports[next];
       logger.log(`transport: ${this.transport}`);
       if (next > 0) return this._open();

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import _json
 from ..cable import CableState
-from ..http import Request
+from ..http import Request, Response
 from ..protocol import DisconnectReason
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class ASGIApp:
         if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -292,39 +292,63 @@ class ASGIApp:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    async def _http(self, scope: Scope, send: Send) -> None:
-        cfg = self.cable.config
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cable = self.cable
+        cfg = cable.config
         path = _route_path(scope)
         method = scope.get("method", "GET")
         headers: list[tuple[bytes, bytes]] = []
-        health = cfg.health_path
-        if health is not None and path in (health, cfg.mount_path + health):
-            if method in ("GET", "HEAD"):
-                await self._ensure_started()
-            response = self.cable.health(method)
-            headers = [(k.lower().encode(), v.encode()) for k, v in response.headers]
-            await _respond(send, response.status, response.body, headers, head=method == "HEAD")
+        body = await _read_body(receive, cfg.max_http_body)
+        if body is None:
+            return  # the client left
+        if body is _TOO_LARGE:
+            await _respond(send, 413, {"error": "request body too large"})
             return
-        answers = {cfg.metrics_path: self.cable.metrics, cfg.ready_path: self.cable.ready}
-        answers.pop(None, None)
-        answer = answers.get(path) or answers.get(path.removeprefix(cfg.mount_path))
-        if answer is not None:
+        request = _request(scope, method, path, body)
+        if cable.is_sse(path):
             await self._ensure_started()
-            response = answer()
+            await self._event_stream(request, receive, send)
+            return
+        if method in ("GET", "HEAD", "POST"):
+            await self._ensure_started()
+        response = await cable.serve_http(request)
+        if response is not None:
             await _respond(
                 send,
                 response.status,
                 response.body,
+                [(k.lower().encode(), v.encode()) for k, v in response.headers],
                 head=method == "HEAD",
                 content_type=response.content_type,
             )
             return
         if self._is_endpoint(scope, path):
-            status, body = 426, {"error": "this is a WebSocket endpoint: upgrade required"}
+            status, answer = 426, {"error": "this is a WebSocket endpoint: upgrade required"}
             headers.append((b"upgrade", b"websocket"))
         else:
-            status, body = 404, {"error": "not found"}
-        await _respond(send, status, body, headers, head=method == "HEAD")
+            status, answer = 404, {"error": "not found"}
+        await _respond(send, status, answer, headers, head=method == "HEAD")
+
+    async def _event_stream(self, request: Request, receive: Receive, send: Send) -> None:
+        cfg = self.cable.config
+        stream = _EventStream(send, cfg.max_pending_output)
+        opened = self.cable.open_sse(stream, request)
+        if isinstance(opened, Response):
+            headers = [(k.lower().encode(), v.encode()) for k, v in opened.headers]
+            await _respond(
+                send, opened.status, opened.body, headers, content_type=opened.content_type
+            )
+            return
+        stream.session = opened
+        writer = asyncio.create_task(stream.run())
+        gone = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait([writer, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not writer.done():
+                writer.cancel()
+            opened.transport_closed()
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -432,7 +456,81 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-def _request(scope: Scope) -> Request:
+#: What _read_body returns for a body over the limit.
+_TOO_LARGE = b"\0too large"
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body (``None``: the client left; ``_TOO_LARGE``: past ``limit``)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body") or b""
+        size += len(chunk)
+        if size > limit:
+            return _TOO_LARGE
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _EventStream:
+    """A streamed HTTP response for :mod:`cablecar.sse` (its ``HTTPStream``): one writer
+    task sends in order; bytes not yet sent past ``limit`` cut the reader as too slow."""
+
+    def __init__(self, send: Send, limit: int) -> None:
+        self._send = send
+        self._limit = limit
+        self._queue: deque[tuple[Message, int]] = deque()
+        self._wake = asyncio.Event()
+        self._pending = 0
+        self._ended = False
+        self.session: SessionPort | None = None
+
+    def _push(self, message: Message, size: int = 0) -> None:
+        self._queue.append((message, size))
+        self._pending += size
+        self._wake.set()
+        if self._pending > self._limit and self.session is not None:
+            asyncio.get_running_loop().call_soon(self.session.too_slow)
+
+    def begin(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        self._push({"type": "http.response.start", "status": status, "headers": raw})
+        self._push({"type": "http.response.body", "body": body, "more_body": True}, len(body))
+
+    def write(self, data: bytes) -> None:
+        if not self._ended:
+            self._push({"type": "http.response.body", "body": data, "more_body": True}, len(data))
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._push({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            message, size = self._queue.popleft()
+            await self._send(message)
+            self._pending -= size
+            if not message.get("more_body", True) and message["type"] == "http.response.body":
+                return
+
+
+def _request(
+    scope: Scope, method: str = "GET", path: str | None = None, body: bytes = b""
+) -> Request:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers") or ():
         name = raw_name.decode("latin-1").lower()
@@ -442,11 +540,12 @@ def _request(scope: Scope) -> Request:
         headers[name] = value
     client = scope.get("client")
     return Request(
-        "GET",
-        scope.get("path", "/"),
+        method,
+        scope.get("path", "/") if path is None else path,
         (scope.get("query_string") or b"").decode("latin-1"),
         headers,
         (str(client[0]), int(client[1])) if client else None,
+        body,
     )
 
 
