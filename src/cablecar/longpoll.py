@@ -16,6 +16,9 @@ lossless.
   skips the frames numbered ``n`` or less that it already had. A client that sends no
   ack (AnyCable's) is answered each frame once, as AnyCable does.
 * A new poll while one is waiting answers the waiting one at once, empty.
+* No pings: a poll is its own keepalive (pings would end every wait after 3 s). A client
+  counts an answered poll, even empty, as a sign of life (``cablecar.js``: no answer for
+  20 s is a dead connection).
 * A session not polled for ``poll_keepalive_timeout`` (5 s) is closed (its connection
   and subscriptions end, as when a WebSocket drops; with ``history=True`` the client
   resumes by ``sid``); its next poll gets 401. Output a session holds past
@@ -72,8 +75,8 @@ class PollSink:
     # -- Sink -------------------------------------------------------------------------
 
     def send_prepared(self, wire: bytes) -> None:
-        if self.closed:
-            return
+        if self.closed or wire.startswith(b'{"type":"ping"'):
+            return  # a poll is its own keepalive: pings would only cut polls short
         self.seq += 1
         self.frames.append((self.seq, wire))
         self.size += len(wire)

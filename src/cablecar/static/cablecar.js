@@ -340,8 +340,11 @@ export class Consumer {
   _checkStale() {
     this._tryUpgrade();
     const ws = this._ws;
-    if (ws && Date.now() - this._lastSeen > this.options.staleThreshold * 1000) {
-      logger.log(`no frame for ${this.options.staleThreshold} s: dropping a stale socket`);
+    // Long polling has no pings: an answered poll is its sign of life.
+    const threshold = ws?.staleAfter ?? this.options.staleThreshold;
+    const lastSeen = Math.max(this._lastSeen, ws?.lastSeen ?? 0);
+    if (ws && Date.now() - lastSeen > threshold * 1000) {
+      logger.log(`no frame for ${threshold} s: dropping a stale socket`);
       this._drop(ws, "stale");
     }
   }
@@ -375,6 +378,8 @@ export class LongPollSocket {
     this.url = target.href;
     this.readyState = 0; // CONNECTING
     this.protocol = "";
+    this.staleAfter = 20; // seconds without an answer (the server holds a poll 15 s at most)
+    this.lastSeen = Date.now();
     this._offered = protocols;
     this._pid = null;
     this._ack = 0;
@@ -424,6 +429,7 @@ export class LongPollSocket {
       .then(async (response) => {
         const text = await response.text();
         if (this.readyState >= 2) return;
+        this.lastSeen = Date.now();
         if (response.status === 401 && this._pid) return this.close(); // session expired
         if (!response.ok && response.status !== 401) return this._fail();
         this._pid = response.headers.get("X-AnyCable-Poll-ID") || this._pid;
