@@ -1,28 +1,9 @@
-# no_websocket.py: a chat reachable without a WebSocket too (docs/transports.md)
+# no_websocket.py: the chat of chat_app.py, reachable without a WebSocket too (docs/transports.md)
 import os
 
-from cablecar import Cable, Channel, Connection
+from chat_app import AppConnection, ChatChannel
 
-
-class AppConnection(Connection):
-    identified_by = ("current_user",)
-
-    async def connect(self):
-        user = self.request.query.get("user")
-        if not user:
-            self.reject_unauthorized()
-        self.current_user = user
-
-
-class ChatChannel(Channel):
-    async def subscribed(self):
-        self.stream_from(f"chat_{self.params['room']}")
-
-    async def speak(self, data):
-        await self.cable.broadcast(
-            f"chat_{self.params['room']}", {"from": self.current_user, "body": data["body"]}
-        )
-
+from cablecar import Cable
 
 cable = Cable(
     AppConnection,
