@@ -32,6 +32,7 @@ types: $(VENV)/.stamp
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/presence.py
+	$(BIN)/python benchmarks/http_transports.py
 
 # The Python environment: rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml

@@ -17,6 +17,7 @@ import pytest
 from _common import REPO, CpuSnapshot, Server
 from connect_storm import run_connect_storm
 from fanout import default_burst, run_fanout, summarize
+from http_transports import run_longpoll_roundtrip, run_sse_fanout
 from idle_memory import run_idle_memory
 from many_streams import run_many_streams
 from presence import run_presence, run_whisper
@@ -95,6 +96,20 @@ def test_whisper_and_broadcast_count_every_delivery() -> None:
     r = run_whisper(clients=20, senders=4, each=3)
     assert r["broadcast"]["deliveries"] == 4 * 3 * 20
     assert r["whisper"]["deliveries"] == 4 * 3 * 19  # never to the sender
+
+
+@needs_cablecar
+def test_sse_fanout_counts_every_delivery_on_both_transports() -> None:
+    result = run_sse_fanout(clients=5, broadcasts=4)
+    for transport in ("websocket", "sse"):
+        assert result[transport]["deliveries"] == result[transport]["expected"] == 20
+
+
+@needs_cablecar
+def test_longpoll_roundtrips_see_each_message_come_back() -> None:
+    result = run_longpoll_roundtrip(5)
+    assert result["websocket"]["round_trips"] == result["longpoll"]["round_trips"] == 5
+    assert result["longpoll"]["median_ms"] > 0
 
 
 @needs_cablecar
