@@ -7,6 +7,7 @@ import asyncio
 import gc
 import hashlib
 import hmac
+import resource
 import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -311,26 +312,47 @@ async def test_a_slow_event_stream_reader_is_cut_while_others_keep_receiving(
     await response.aclose()
 
 
-async def test_event_streams_and_polls_count_against_the_connection_limit(
+async def test_thousands_of_idle_streams_and_polls_are_bounded_by_the_connection_limit(
     cablecar_server: Any, http_client: httpx.AsyncClient
 ) -> None:
     """max_connections bounds idle event streams and poll sessions as it bounds
-    WebSockets: past it, 503."""
+    WebSockets: 1,000 of them (600 streams, 400 poll sessions) fill a limit of 1,000; the
+    next stream and the next poll session get 503 and the server goes on; a closed stream
+    frees its place."""
     http = http_client
-    server = await cablecar_server(make_cable(max_connections=20))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # both ends of 1,000 sockets live in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    cable = make_cable(max_connections=1000, poll_keepalive_timeout=60.0)
+    server = await cablecar_server(cable)
     base = http_base(server)
-    opened = []
-    for i in range(12):
-        response, _events = await open_events(http, f"{base}/events?user=u{i}&identifier={ROOM}")
-        assert response.status_code == 200
-        opened.append(response)
-    for i in range(8):
-        poll = await http.post(f"{base}/lp?user=p{i}")
-        assert poll.status_code == 200
+    host, port = server.url.removeprefix("ws://").split("/")[0].split(":")
+    request = f"GET /events?user=idle&identifier={ROOM} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    async def stream() -> asyncio.StreamWriter:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        head = await reader.readuntil(b"confirm_subscription")
+        assert head.startswith(b"HTTP/1.1 200")
+        return writer
+
+    streams: list[asyncio.StreamWriter] = []
+    for _ in range(6):
+        streams += await asyncio.gather(*(stream() for _ in range(100)))
+    for _ in range(8):
+        polls = await asyncio.gather(*(http.post(f"{base}/lp?user=p") for _ in range(50)))
+        assert {p.status_code for p in polls} == {200}
+    assert cable.socket_count == 1000
     assert (await http.get(f"{base}/events?user=x&identifier={ROOM}")).status_code == 503
     assert (await http.post(f"{base}/lp?user=x")).status_code == 503
-    for response in opened:
-        await response.aclose()
+    assert (await http.get(f"{base}/health")).status_code == 200
+    streams.pop().close()
+    async with asyncio.timeout(TIMEOUT):
+        while cable.socket_count == 1000:
+            await asyncio.sleep(0.02)
+    assert (await http.post(f"{base}/lp?user=y")).status_code == 200
+    for writer in streams:
+        writer.close()
 
 
 # -- long polling ---------------------------------------------------------------------------
