@@ -446,3 +446,32 @@ async def test_unauthorized_and_expired_poll_sessions_get_401_and_free_their_mem
     late = await http.post(f"{base}/lp", headers={"X-AnyCable-Poll-ID": pids[0]})
     assert late.status_code == 401
     assert orjson.loads(late.content)["reason"] == "session_expired"
+
+
+async def test_a_turbo_stream_is_read_without_javascript_as_html_events(
+    cablecar_server: Any, http_client: httpx.AsyncClient
+) -> None:
+    """``?turbo_signed_stream_name=`` (what turbo_stream_from renders) subscribes through
+    Turbo::StreamsChannel; Turbo Stream elements arrive as the event's data, HTML as it
+    is, one data line per line; a forged name is refused with 400."""
+    from cablecar import turbo
+    from cablecar.signing import StreamSigner
+
+    http = http_client
+    server = await cablecar_server(make_cable(turbo_streams_secret="turbo-key"))
+    base = http_base(server)
+    signed = StreamSigner("turbo-key").sign("board_7")
+    query = {"turbo_signed_stream_name": signed, "user": "t"}
+    response, events = await open_events(http, f"{base}/events", params=query)
+    assert response.status_code == 200
+    assert (await events.next())["event"] == "welcome"
+    assert (await events.next())["event"] == "confirm_subscription"
+    await turbo.broadcast(server.cable, "board_7", "append", "cards", "<b>new</b>\ncard")
+    event = await events.next()
+    assert event["data"] == (
+        '<turbo-stream action="append" target="cards"><template>&lt;b&gt;new&lt;/b&gt;\n'
+        "card</template></turbo-stream>"
+    )
+    await response.aclose()
+    forged = {"turbo_signed_stream_name": signed[:-2] + "00", "user": "t"}
+    assert (await http.get(f"{base}/events", params=forged)).status_code == 400
