@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "protocol"),
     # 1: values and contracts the core is written against
     ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory", "_stats"),
+    ("_outbox",),
     ("signing", "turbo"),
     ("instrumentation", "metrics"),
     # 2: the pub/sub adapters and history stores (streams and bytes, nothing of channels)

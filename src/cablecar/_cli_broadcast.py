@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             history=args.history,
             history_limit=args.history_limit,
             history_ttl=args.history_ttl,
+            outbox_size=0,  # a one-shot command reports a failure instead of waiting
         )
     except ConfigurationError as exc:
         return _fail(2, str(exc))

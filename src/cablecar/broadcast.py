@@ -17,10 +17,13 @@ subscribers::
     broadcaster.broadcast_sync("chat_1", {"body": "hello"})
 
 Each message is encoded to JSON once; servers forward the bytes without decoding them.
-Delivery is at most once: if the service is unreachable, ``broadcast`` raises
-:class:`~cablecar.errors.AdapterError` (after the adapter's publish timeout) and the
-message is lost; :class:`~cablecar.errors.PublishTimeout` means the outcome is unknown
-(the service took the connection but did not answer: it may still deliver it).
+While the service is unreachable, broadcasts wait in a bounded outbox (``outbox_size``,
+``outbox_age``) and go out in order when it is back; a broadcast that finds the outbox
+full raises :class:`~cablecar.errors.OutboxFull`, one that ages out is logged at ERROR.
+``outbox_size=0`` is at most once: :class:`~cablecar.errors.AdapterError` at once.
+:class:`~cablecar.errors.PublishTimeout` means the outcome is unknown (the service took
+the connection but did not answer: it may still deliver it). ``close()`` waits up to
+``timeout`` for the outbox to empty.
 
 The async methods use an adapter bound to the event loop they first run on. The sync
 methods use a second adapter on a private event loop in a daemon thread, started on
@@ -38,6 +41,7 @@ from urllib.parse import urlsplit
 
 from . import _json
 from ._naming import broadcasting_for
+from ._outbox import Outbox
 from ._remote import RemoteConnections
 from .errors import ConfigurationError
 from .history import HistoryStore, StoreSettings, store_from_url
@@ -60,6 +64,9 @@ class Broadcaster:
         history: the servers run with ``history=True``: store each broadcast in the
             backend's history too, so that clients that were away recover it (give the
             servers' ``history_limit`` and ``history_ttl`` if they changed them).
+        outbox_size: broadcasts that may wait while the service is down (``0``: none,
+            at most once).
+        outbox_age: seconds a waiting broadcast is kept.
 
     Raises:
         ConfigurationError: ``memory://``, an unknown scheme, or the adapter's extra is
@@ -75,6 +82,8 @@ class Broadcaster:
         history: bool = False,
         history_limit: int = 100,
         history_ttl: float = 300.0,
+        outbox_size: int = 10_000,
+        outbox_age: float = 60.0,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
         if scheme == "memory":
@@ -96,6 +105,8 @@ class Broadcaster:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._outbox = Outbox(self._stamp_and_publish, outbox_size, outbox_age)
+        self._sync_outbox = Outbox(self._stamp_and_publish_on_thread, outbox_size, outbox_age)
         #: ``await b.remote_connections.where(current_user="bob").disconnect()`` closes
         #: the matching connections on every server process.
         self.remote_connections = RemoteConnections(self._publish)
@@ -114,8 +125,12 @@ class Broadcaster:
             AdapterError: the service did not take the message.
             TypeError: ``message`` cannot be encoded to JSON.
         """
-        payload = await stamp(self._store, stream, _json.dumps(message), exclude_socket)
-        await self._publish(stream, payload)
+        await self._outbox.send(stream, _json.dumps(message), exclude_socket, 0.0)
+
+    async def _stamp_and_publish(
+        self, stream: str, payload: bytes, exclude: str | None, sent: float
+    ) -> None:
+        await self._publish(stream, await stamp(self._store, stream, payload, exclude, sent))
 
     async def broadcast_to(self, channel: type, model: Any, message: Any) -> None:
         """Broadcast to ``channel.broadcasting_for(model)`` (``"chat:<key>"``), the
@@ -124,7 +139,11 @@ class Broadcaster:
         await self.broadcast(_stream_for(channel, model), message)
 
     async def close(self) -> None:
-        """Close the connections (both the async and the sync side). Idempotent."""
+        """Wait up to ``timeout`` for waiting broadcasts (those left are logged), then
+        close the connections (both the async and the sync side). Idempotent."""
+        if len(self._outbox):
+            await self._outbox.flush(self.timeout)
+        self._outbox.close()
         self._closed = True
         await self._adapter.close()
         if self._store is not None:
@@ -168,7 +187,7 @@ class Broadcaster:
             TypeError: ``message`` cannot be encoded to JSON.
         """
         payload = _json.dumps(message)
-        self._run_sync(self._stamp_and_publish_sync(stream, payload, exclude_socket))
+        self._run_sync(self._sync_outbox.send(stream, payload, exclude_socket, 0.0))
 
     def broadcast_to_sync(self, channel: type, model: Any, message: Any) -> None:
         """:meth:`broadcast_to` for synchronous code; thread-safe."""
@@ -184,8 +203,14 @@ class Broadcaster:
     def close_sync(self) -> None:
         """Close the sync side: its connections, loop and thread. Idempotent.
 
-        The async side (if used) needs ``await close()`` on its own loop.
+        The async side (if used) needs ``await close()`` on its own loop. Waits up to
+        ``timeout`` for waiting broadcasts first (those left are logged).
         """
+        loop = self._thread_loop
+        if loop is not None and len(self._sync_outbox):
+            asyncio.run_coroutine_threadsafe(self._sync_outbox.flush(self.timeout), loop).result(
+                self.timeout + 1
+            )
         loop, thread = self._stop_thread()
         if loop is not None and self._sync_adapter is not None:
             asyncio.run_coroutine_threadsafe(self._sync_adapter.close(), loop).result(self.timeout)
@@ -205,13 +230,15 @@ class Broadcaster:
             return None
         return store_from_url(self.url, self._history, prefix=self.channel_prefix)
 
-    async def _stamp_and_publish_sync(
-        self, stream: str, payload: bytes, exclude: str | None
+    async def _stamp_and_publish_on_thread(
+        self, stream: str, payload: bytes, exclude: str | None, sent: float
     ) -> None:
         # Runs on the private loop, which owns the sync adapter and store.
         if self._history is not None and self._sync_store is None:
             self._sync_store = self._new_store()
-        await self._publish_sync(stream, await stamp(self._sync_store, stream, payload, exclude))
+        await self._publish_sync(
+            stream, await stamp(self._sync_store, stream, payload, exclude, sent)
+        )
 
     async def _publish_sync(self, stream: str, payload: bytes) -> None:
         # Runs on the private loop, which owns the sync adapter.

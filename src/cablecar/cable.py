@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from . import _json, instrumentation
+from ._outbox import Outbox
 from ._remote import RemoteConnections
 from ._runtime import Runtime
 from ._stats import ACTION_BUCKETS, LATENCY_BUCKETS, ActionStats
@@ -111,6 +112,8 @@ class CableSettings(TypedDict, total=False):
     max_http_body: int
     close_timeout: float
     shutdown_timeout: float
+    outbox_size: int
+    outbox_age: float
     worker_pool_size: int
     history: bool
     history_limit: int
@@ -212,6 +215,13 @@ class Cable:
         #: How long publishing (history write included) took.
         self._publish_stats = ActionStats()
         self._sample = 1
+        #: Broadcasts waiting while the pub/sub service is down (``outbox_size``).
+        self._outbox = Outbox(
+            self._publish_now,
+            self.config.outbox_size,
+            self.config.outbox_age,
+            ready=lambda: self._pubsub.connected,
+        )
 
     # -- configuration ------------------------------------------------------------------
 
@@ -351,9 +361,13 @@ class Cable:
                 self._state = CableState.STOPPED if runtime is None else self._state
             return
         self._state = CableState.STOPPING
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
         try:
-            await runtime.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
+            if len(self._outbox):  # broadcasts wait for the pub/sub service: a last chance
+                await self._outbox.flush(min(timeout, 5.0))
+            await runtime.shutdown(timeout)
         finally:
+            self._outbox.close()  # what still waits was logged by flush()
             self._runtime = None
             self._start_lock = None
             self._state = CableState.STOPPED
@@ -445,10 +459,14 @@ class Cable:
         if not self._sample:  # one broadcast in _SAMPLE_EVERY carries its send time
             self._sample = _SAMPLE_EVERY
             sent = time.time()
-        await self._pubsub.publish(
-            stream, await stamp(self._store, stream, payload, exclude_socket, sent)
-        )
+        await self._outbox.send(stream, payload, exclude_socket, sent)
         self._publish_stats.observe(time.perf_counter() - started)
+
+    async def _publish_now(
+        self, stream: str, payload: bytes, exclude: str | None, sent: float
+    ) -> None:
+        # One attempt: stored (history) and positioned, then published.
+        await self._pubsub.publish(stream, await stamp(self._store, stream, payload, exclude, sent))
 
     async def broadcast_to(self, channel: type[Channel], model: Any, message: Any) -> None:
         """``broadcast(channel.broadcasting_for(model), message)``."""
@@ -533,6 +551,7 @@ class Cable:
             "deliveries_total": 0 if runtime is None else runtime.hub.deliveries,
             "uptime": 0.0 if runtime is None else round(time.time() - runtime.started_at, 3),
             "pubsub": self._pubsub_url.split("://")[0],
+            "outbox": self._outbox.figures(),
         }
 
     def figures(self) -> dict[str, Any]:

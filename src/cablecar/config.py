@@ -78,6 +78,12 @@ class CableConfig:
     close_timeout: float = 5.0
     #: Seconds a graceful shutdown waits for actions in flight.
     shutdown_timeout: float = 10.0
+    #: Broadcasts that may wait while the pub/sub service is down (``cable.broadcast``
+    #: returns once one is queued); published in order when it is back. Past it,
+    #: ``broadcast`` raises ``OutboxFull``. ``0``: at most once (``AdapterError`` at once).
+    outbox_size: int = 10_000
+    #: Seconds a waiting broadcast is kept; older ones are dropped and logged at ERROR.
+    outbox_age: float = 60.0
     #: Threads that run plain ``def`` channel and connection methods.
     worker_pool_size: int = 8
     #: Reliable delivery (AnyCable's extended protocol ``actioncable-v1-ext-json``):

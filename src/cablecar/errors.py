@@ -11,7 +11,8 @@
     ├── Unauthorized               Connection.reject_unauthorized(): refuse the connection
     ├── ConfigurationError         the developer's fault (bad settings, bad adapter URL)
     ├── AdapterError               the pub/sub service failed (Redis, PostgreSQL, NATS)
-    │   └── PublishTimeout         no answer in time: the message may still be delivered
+    │   ├── PublishTimeout         no answer in time: the message may still be delivered
+    │   └── OutboxFull             the service is down and the outbox is full: not sent
     ├── SubscriptionRejected       (client) the server answered reject_subscription
     ├── SubscriptionClosed         (client) iterating a subscription that has ended
     └── ConnectionRejected         (client, cablecar.testing) the server refused the connection
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionRejected",
     "InvalidCommand",
+    "OutboxFull",
     "ProtocolViolation",
     "PublishTimeout",
     "SubscriptionRejected",
@@ -84,6 +86,11 @@ class PublishTimeout(AdapterError):
     message may still be delivered (a stalled broker that resumes sends what it had), so
     a retry may deliver it twice; a message that must not repeat needs an id the
     subscribers de-duplicate on (with ``history=True``, its offset)."""
+
+
+class OutboxFull(AdapterError):
+    """The pub/sub service is down and ``outbox_size`` broadcasts already wait for it:
+    this one was **not** sent (nor queued). Retry later, or raise ``outbox_size``."""
 
 
 class SubscriptionRejected(CablecarError):

@@ -18,7 +18,7 @@ from cablecar import _json
 from cablecar._naming import broadcasting_for, channel_name_for, underscore
 from cablecar._remote import CONTROL_STREAM
 from cablecar.broadcast import Broadcaster
-from cablecar.errors import AdapterError, ConfigurationError
+from cablecar.errors import AdapterError, ConfigurationError, OutboxFull
 from cablecar.pubsub import PubSub, adapter_from_url
 
 from ..services import free_port
@@ -125,11 +125,20 @@ def test_unknown_scheme_is_refused() -> None:
 
 
 async def test_unreachable_service_raises_adapter_error() -> None:
-    """Nothing listening: ``broadcast`` fails with AdapterError, in bounded time."""
-    async with Broadcaster(f"redis://127.0.0.1:{free_port()}/0") as broadcaster:
+    """Nothing listening, at most once (``outbox_size=0``): ``broadcast`` fails with
+    AdapterError, in bounded time; with an outbox of 2, two wait and the third gets
+    OutboxFull, and close() says the two were not sent."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with Broadcaster(url, outbox_size=0) as broadcaster:
         async with asyncio.timeout(WAIT):
             with pytest.raises(AdapterError):
                 await broadcaster.broadcast("s", {"a": 1})
+    async with Broadcaster(url, outbox_size=2, timeout=0.5) as broadcaster:
+        async with asyncio.timeout(WAIT):
+            await broadcaster.broadcast("s", {"a": 1})
+            await broadcaster.broadcast("s", {"a": 2})
+            with pytest.raises(OutboxFull, match="2 broadcasts already wait"):
+                await broadcaster.broadcast("s", {"a": 3})
 
 
 # -- broadcasting -----------------------------------------------------------------------
