@@ -81,6 +81,10 @@ async def test_broadcasts_while_redis_is_down_wait_and_arrive_in_order(
     assert await received(ws, 1) == [5]
     assert await ws.quiet(0.3) == []
     assert cable.statistics()["outbox"]["delivered_late"] == 3
+    metrics = cable.metrics().body.decode()
+    assert "cablecar_outbox_overflowed_total 1.0" in metrics
+    assert "cablecar_outbox_delivered_late_total 3.0" in metrics
+    assert "cablecar_outbox_waiting 0.0" in metrics
     assert "broadcasts wait in the outbox" in caplog.text
     await broadcaster.close()
 

@@ -147,6 +147,27 @@ def render(cable: Cable) -> bytes:
                 "Broadcasts published by this cable",
                 total["broadcasts_total"],
             )
+            outbox = total.get("outbox") or {}
+            yield gauge(
+                "cablecar_outbox_waiting",
+                "Broadcasts waiting for the pub/sub service",
+                outbox.get("waiting", 0),
+            )
+            yield counter(
+                "cablecar_outbox_overflowed",
+                "Broadcasts refused with OutboxFull",
+                outbox.get("overflowed", 0),
+            )
+            yield counter(
+                "cablecar_outbox_expired",
+                "Waiting broadcasts dropped after outbox_age",
+                outbox.get("expired", 0),
+            )
+            yield counter(
+                "cablecar_outbox_delivered_late",
+                "Broadcasts that waited, then were published",
+                outbox.get("delivered_late", 0),
+            )
             yield counter(
                 "cablecar_deliveries",
                 "Broadcast messages written to clients",
