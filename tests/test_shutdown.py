@@ -338,3 +338,85 @@ async def test_shutdown_does_not_hang_on_a_redis_health_check(interval: float) -
         assert (await ws.recv_json())["type"] == "confirm_subscription"
         await asyncio.wait_for(server.close(), 10)
         assert not cable.running
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def _postmaster(server: Any) -> int:
+    return int((server.data / "postmaster.pid").read_text().split()[0])
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("kind", ["nats", "postgres"])
+async def test_a_stalled_nats_or_postgresql_is_not_ready_and_recovers(kind: str) -> None:
+    """NATS or the whole PostgreSQL cluster frozen (SIGSTOP: sockets open, nothing
+    answers): a broadcast raises PublishTimeout within the publish timeout (its outcome is
+    unknown: it is not queued for a retry that could repeat it), /ready answers 503 from
+    then on while /health stays 200; thawed, /ready is 200 again within seconds and
+    broadcasts flow."""
+    from cablecar import PublishTimeout
+    from cablecar.pubsub.nats import NatsPubSub
+    from cablecar.pubsub.postgres import PostgresPubSub
+
+    from .services import NatsServer, PostgresServer
+
+    broker = NatsServer() if kind == "nats" else PostgresServer()
+    with broker:
+        adapter = (
+            NatsPubSub(broker.url, publish_timeout=1.0)
+            if kind == "nats"
+            else PostgresPubSub(broker.url, publish_timeout=1.0)
+        )
+        cable = Cable(channels=[RoomChannel], pubsub=adapter)
+        server = await serve(cable, "127.0.0.1", 0)
+        try:
+            ws = await RawWS.open(server.port, "/cable")
+            ws.subscribe('{"channel":"RoomChannel","room":"1"}')
+            assert (await ws.recv_json())["type"] == "confirm_subscription"
+            await cable.broadcast("room_1", {"n": 0})  # the publishing connection is up
+            assert (await ws.recv_until(lambda m: "message" in m))["message"]["n"] == 0
+            assert cable.ready().status == 200
+            assert broker.proc is not None or kind == "postgres"
+            frozen = _tree(broker.proc.pid if kind == "nats" else _postmaster(broker))  # type: ignore[union-attr]
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(PublishTimeout, match="outcome is unknown"):
+                    await cable.broadcast("room_1", {"n": 1})
+                assert time.monotonic() - started < 3
+                ready = cable.ready()
+                assert ready.status == 503 and b"pub/sub unreachable" in ready.body
+                assert cable.health("GET").status == 200  # alive, not ready
+                assert cable.statistics()["outbox"]["waiting"] == 0  # not queued
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while cable.ready().status != 200:
+                assert time.monotonic() < deadline, cable.ready().body
+                await asyncio.sleep(0.1)
+            await cable.broadcast("room_1", {"n": 2})
+            got: list[int] = []
+            while 2 not in got:
+                got.append((await ws.recv_until(lambda m: "message" in m))["message"]["n"])
+            assert got in ([2], [1, 2])  # the unknown one: at most once, in order
+        finally:
+            await server.close()

@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 from .._urls import redact_url
 from .base import MessageHandler
 
-__all__ = ["Listener", "prefix_for", "redact_url", "safe_deliver"]
+__all__ = ["Listener", "StallWatch", "prefix_for", "redact_url", "safe_deliver"]
 
 C = TypeVar("C")
 
@@ -197,6 +197,57 @@ class Listener(Generic[C]):
                 self._attempt += 1
         finally:
             self._first_attempt_done()
+
+
+class StallWatch:
+    """A service that took a publish and did not answer in time is *stalled* (its socket
+    is open, nothing answers: a frozen process, a black-holed network) until a probe
+    succeeds again. The adapter's ``connected`` (so ``/ready``) is false meanwhile.
+
+    ``mark(probe)`` starts probing (once per stall): ``probe()`` every ``interval``
+    seconds, each bounded by ``timeout``, until one returns."""
+
+    def __init__(self, logger: logging.Logger, service: str, where: str) -> None:
+        self.logger = logger
+        self.service = service
+        self.where = where
+        self.stalled = False
+        self._task: asyncio.Task[None] | None = None
+
+    def mark(self, probe: Callable[[], Awaitable[object]], interval: float = 0.5,
+             timeout: float = 1.0) -> None:  # fmt: skip
+        if self.stalled:
+            return
+        self.stalled = True
+        self.logger.warning(
+            "%s at %s took a publish and did not answer: not ready until it answers",
+            self.service,
+            self.where,
+        )
+        self._task = asyncio.ensure_future(self._probe(probe, interval, timeout))
+
+    async def _probe(
+        self, probe: Callable[[], Awaitable[object]], interval: float, timeout: float
+    ) -> None:
+        started = time.monotonic()
+        while self.stalled:
+            try:
+                async with asyncio.timeout(timeout):
+                    await probe()
+            except Exception:
+                await asyncio.sleep(interval)
+                continue
+            self.stalled = False
+            self.logger.info(
+                "%s at %s answers again after %.1f s", self.service, self.where,
+                time.monotonic() - started,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        self.stalled = False
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 def describe_first_line(exc: BaseException) -> str:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,8 +47,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoServersError, StaleConnectionError
 from nats.errors import Error as NatsError
 
-from ..errors import AdapterError, ConfigurationError
-from ._listener import prefix_for, redact_url, safe_deliver
+from ..errors import AdapterError, ConfigurationError, PublishTimeout
+from ._listener import StallWatch, prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
 __all__ = ["NatsPubSub", "subject_for"]
@@ -67,6 +66,15 @@ _CONNECTION_ERRORS = (
     ConnectionClosedError,
     NoServersError,
 )
+
+
+#: A flush timeout nats-py never reaches (see ``NatsPubSub._flush``).
+_NEVER = 24 * 3600
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned flush's error is not worth a warning
 
 
 def subject_for(name: str) -> str:
@@ -147,6 +155,7 @@ class NatsPubSub:
         self._ever_connected = False
         self._reconnects = 0
         self._closed = False
+        self._stall = StallWatch(logger, "NATS", self._where)
 
     # -- the adapter contract ----------------------------------------------------------
 
@@ -200,9 +209,11 @@ class NatsPubSub:
         """Publish ``payload`` on ``stream``'s subject; return once the server has it.
 
         Raises:
-            AdapterError: NATS is unreachable (or did not answer within
-                ``publish_timeout``), the payload exceeds the server's
-                ``max_payload``, or the adapter is closed. The message is lost.
+            AdapterError: NATS is unreachable, the payload exceeds the server's
+                ``max_payload``, or the adapter is closed: the message was not published.
+            PublishTimeout: the message was written but NATS did not confirm it within
+                ``publish_timeout`` (the outcome is unknown; ``connected`` is false until
+                NATS answers again).
         """
         task = self._ensure_connecting()
         if not task.done():
@@ -210,13 +221,18 @@ class NatsPubSub:
         nc = self._nc
         if nc is None or not task.done() or not nc.is_connected:
             raise AdapterError(f"NATS at {self._where} is unreachable; message not published")
+        written = False
         try:
             async with asyncio.timeout(self._publish_timeout):
                 await nc.publish(subject_for(self._prefix + stream), payload)
+                written = True
                 if not await self._flush(nc, 1):
-                    raise AdapterError(
-                        f"lost the connection to NATS at {self._where}; message maybe not published"
+                    raise PublishTimeout(
+                        f"lost the connection to NATS at {self._where} after the publish: "
+                        "the outcome is unknown (it may have been delivered)"
                     )
+        except PublishTimeout:
+            raise
         except MaxPayloadError:
             raise AdapterError(
                 f"payload of {len(payload)} bytes exceeds the NATS server's max_payload "
@@ -224,6 +240,14 @@ class NatsPubSub:
             ) from None
         except (*_ERRORS, TimeoutError) as exc:
             detail = str(exc) or type(exc).__name__
+            if written and isinstance(exc, TimeoutError):
+                # NATS has the PUB (or nats-py will send it) but did not answer the PING
+                self._stall.mark(lambda: self._flush(nc, 1))
+                raise PublishTimeout(
+                    f"NATS at {self._where} did not confirm the publish within "
+                    f"{self._publish_timeout}s: the outcome is unknown (it may still be "
+                    "delivered)"
+                ) from exc
             raise AdapterError(f"publish to NATS at {self._where} failed: {detail}") from exc
 
     async def close(self) -> None:
@@ -231,6 +255,7 @@ class NatsPubSub:
         if self._closed:
             return
         self._closed = True
+        self._stall.close()
         task = self._connecting
         if task is not None and not task.done():
             task.cancel()
@@ -287,8 +312,9 @@ class NatsPubSub:
 
     @property
     def connected(self) -> bool:
-        """Whether the client is connected to NATS now."""
-        return self._connected.is_set() and not self._closed
+        """Whether the client is connected to NATS now and NATS answers (false from a
+        publish that timed out until NATS answers a PING again)."""
+        return self._connected.is_set() and not self._closed and not self._stall.stalled
 
     @property
     def reconnects(self) -> int:
@@ -331,6 +357,12 @@ class NatsPubSub:
 
         nats-py leaves a PING sent on a connection that then dies unanswered until its
         timeout; racing it against the disconnect callback avoids that wait.
+
+        nats-py's own flush timeout is never reached: when it fires, nats-py cancels the
+        PONG's future but keeps it queued, and the late PONG of a stalled server that
+        resumes then breaks nats-py's read loop (``InvalidStateError``), dropping the
+        connection. The callers bound the wait instead; an abandoned flush ends with the
+        PONG or with the connection.
         """
         if self._lost is None or self._lost.done():
             self._lost = asyncio.get_running_loop().create_future()
@@ -338,9 +370,10 @@ class NatsPubSub:
 
         async def flush() -> None:
             for _ in range(times):
-                await nc.flush(timeout=math.ceil(self._publish_timeout))
+                await nc.flush(timeout=_NEVER)
 
         flushing = asyncio.ensure_future(flush())
+        flushing.add_done_callback(_retrieve)
         await asyncio.wait([flushing, lost], return_when=asyncio.FIRST_COMPLETED)
         if not flushing.done():
             flushing.cancel()

@@ -51,7 +51,7 @@ import logging
 import select
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psycopg
@@ -59,8 +59,8 @@ from psycopg import errors as pg_errors
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import AdapterError, ConfigurationError
-from ._listener import Listener, prefix_for, redact_url, safe_deliver
+from ..errors import AdapterError, ConfigurationError, PublishTimeout
+from ._listener import Listener, StallWatch, prefix_for, redact_url, safe_deliver
 from .base import MessageHandler
 
 __all__ = ["MAX_CHANNEL_BYTES", "NOTIFY_LIMIT", "TABLE", "PostgresPubSub", "channel_for"]
@@ -211,6 +211,8 @@ class PostgresPubSub:
         self._table_ready = False
         self._last_cleanup = float("-inf")
         self._closed = False
+        self._stall = StallWatch(logger, "PostgreSQL", self._where)
+        self._cleanups: set[asyncio.Future[None]] = set()  # abandoned statements
 
     # -- the adapter contract ----------------------------------------------------------
 
@@ -265,19 +267,40 @@ class PostgresPubSub:
         channel = channel_for(self._prefix + stream)
         text = _inline_text(payload)
         conn: psycopg.AsyncConnection[Any] | None = None
+        sending = False
+        deadline = time.monotonic() + self._publish_timeout
         try:
             async with asyncio.timeout(self._publish_timeout):
                 conn = await self._aux_connection()
-                if text is not None:
-                    await conn.execute("SELECT pg_notify(%s, %s)", (channel, text))
-                else:
-                    await self._publish_large(conn, channel, payload)
+            sending = True
+            work: Coroutine[Any, Any, object] = (
+                conn.execute("SELECT pg_notify(%s, %s)", (channel, text))
+                if text is not None
+                else self._publish_large(conn, channel, payload)
+            )
+            # Not cancelled in place: psycopg's cancellation waits for a server that may
+            # be frozen, far past publish_timeout. Abandoned instead, with its connection.
+            task = asyncio.ensure_future(work)
+            await asyncio.wait([task], timeout=max(0.0, deadline - time.monotonic()))
+            if not task.done():
+                self._abandon(conn, task)
+                conn = None
+                raise TimeoutError
+            task.result()
         except (*_ERRORS, TimeoutError) as exc:
             # A lost or interrupted connection is replaced on the next publish; a plain
             # SQL error (permissions, say) leaves it usable.
             lost = isinstance(exc, TimeoutError | OSError | psycopg.OperationalError)
             if conn is not None and (lost or conn.broken):
                 await self._drop_aux(conn)
+            if sending and isinstance(exc, TimeoutError):
+                # the statement went out and PostgreSQL did not answer: it may commit
+                self._stall.mark(self._probe)
+                raise PublishTimeout(
+                    f"PostgreSQL at {self._where} did not confirm the publish within "
+                    f"{self._publish_timeout}s: the outcome is unknown (it may still be "
+                    "delivered)"
+                ) from exc
             raise AdapterError(
                 f"publish to PostgreSQL at {self._where} failed: {_oneline(exc)}"
             ) from exc
@@ -287,6 +310,7 @@ class PostgresPubSub:
         if self._closed:
             return
         self._closed = True
+        self._stall.close()
         await self._listener.stop()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
@@ -313,6 +337,23 @@ class PostgresPubSub:
                 conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
                 self._aux = conn
             return conn
+
+    def _abandon(self, conn: psycopg.AsyncConnection[Any], task: asyncio.Future[Any]) -> None:
+        """Give up on a statement that got no answer: the next publish opens a new
+        connection; this one is cancelled and closed in the background."""
+        if self._aux is conn:
+            self._aux = None
+
+        async def finish() -> None:
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()
+            await self._drop_aux(conn)
+
+        cleanup = asyncio.ensure_future(finish())
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
 
     async def _drop_aux(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self._aux is conn:
@@ -361,8 +402,17 @@ class PostgresPubSub:
 
     @property
     def connected(self) -> bool:
-        """Whether the listener is connected now."""
-        return self._listener.connected
+        """Whether the listener is connected now and PostgreSQL answers (false from a
+        publish that timed out until a probe query is answered)."""
+        return self._listener.connected and not self._stall.stalled
+
+    async def _probe(self) -> None:
+        conn = await self._aux_connection()
+        try:
+            await conn.execute("SELECT 1")
+        except BaseException:
+            await self._drop_aux(conn)
+            raise
 
     @property
     def reconnects(self) -> int:
