@@ -285,3 +285,27 @@ class PostgresServer(Service):
         mode = "immediate" if kill else "fast"
         self._run(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w",
                   "-t", str(int(START_TIMEOUT)), "stop")  # fmt: skip
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children(p)
+    return found

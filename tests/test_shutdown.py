@@ -25,7 +25,7 @@ from cablecar.transports.standalone import serve
 from .conftest import free_port
 from .rawws import RawWS
 from .servers import CablecarProcess
-from .services import RedisServer
+from .services import RedisServer, process_tree
 
 APP = """
 import asyncio, os, time
@@ -279,49 +279,6 @@ async def test_a_cable_on_redis_runs_again_after_stop(redis_server: Any) -> None
 
 
 @pytest.mark.services
-async def test_a_stalled_redis_is_not_ready_and_its_timeouts_say_unknown() -> None:
-    """Redis frozen (SIGSTOP, the socket stays open): a broadcast raises PublishTimeout
-    (the outcome is unknown, not "failed"), /ready answers 503 from that moment while
-    /health stays 200; resumed (SIGCONT), /ready is 200 again, broadcasts flow, and the
-    timed-out one arrived at most once (whether Redis had it is exactly what is
-    unknown)."""
-    from cablecar import PublishTimeout
-    from cablecar.pubsub.redis import RedisPubSub
-
-    with RedisServer() as redis:
-        assert redis.proc is not None
-        cable = Cable(channels=[RoomChannel], pubsub=RedisPubSub(redis.url, publish_timeout=1.0))
-        server = await serve(cable, "127.0.0.1", 0)
-        try:
-            ws = await RawWS.open(server.port, "/cable")
-            ws.subscribe('{"channel":"RoomChannel","room":"1"}')
-            assert (await ws.recv_json())["type"] == "confirm_subscription"
-            assert cable.ready().status == 200
-            os.kill(redis.proc.pid, signal.SIGSTOP)
-            try:
-                started = time.monotonic()
-                with pytest.raises(PublishTimeout, match="outcome is unknown"):
-                    await cable.broadcast("room_1", {"n": 1})
-                assert time.monotonic() - started < 3
-                ready = cable.ready()
-                assert ready.status == 503 and b"pub/sub unreachable" in ready.body
-                assert cable.health("GET").status == 200  # alive, not ready
-            finally:
-                os.kill(redis.proc.pid, signal.SIGCONT)
-            deadline = time.monotonic() + 15
-            while cable.ready().status != 200:
-                assert time.monotonic() < deadline, cable.ready().body
-                await asyncio.sleep(0.1)
-            await cable.broadcast("room_1", {"n": 2})
-            got: list[int] = []
-            while 2 not in got:
-                got.append((await ws.recv_until(lambda m: "message" in m))["message"]["n"])
-            assert got in ([2], [1, 2])  # the unknown one: at most once, in order
-        finally:
-            await server.close()
-
-
-@pytest.mark.services
 @pytest.mark.parametrize("interval", [0.5, 1.0])
 async def test_shutdown_does_not_hang_on_a_redis_health_check(interval: float) -> None:
     """The Redis listener's health-check read timing out as the shutdown cancels it (the
@@ -340,50 +297,31 @@ async def test_shutdown_does_not_hang_on_a_redis_health_check(interval: float) -
         assert not cable.running
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rpartition(")")[2].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo += children.get(p, [])
-    return found
-
-
 def _postmaster(server: Any) -> int:
     return int((server.data / "postmaster.pid").read_text().split()[0])
 
 
 @pytest.mark.services
-@pytest.mark.parametrize("kind", ["nats", "postgres"])
-async def test_a_stalled_nats_or_postgresql_is_not_ready_and_recovers(kind: str) -> None:
-    """NATS or the whole PostgreSQL cluster frozen (SIGSTOP: sockets open, nothing
+@pytest.mark.parametrize("kind", ["redis", "nats", "postgres"])
+async def test_a_stalled_broker_is_not_ready_and_its_timeouts_say_unknown(kind: str) -> None:
+    """Redis, NATS or the whole PostgreSQL cluster frozen (SIGSTOP: sockets open, nothing
     answers): a broadcast raises PublishTimeout within the publish timeout (its outcome is
-    unknown: it is not queued for a retry that could repeat it), /ready answers 503 from
-    then on while /health stays 200; thawed, /ready is 200 again within seconds and
-    broadcasts flow."""
+    unknown, not "failed": it is not queued for a retry that could repeat it), /ready
+    answers 503 from then on while /health stays 200; thawed (SIGCONT), /ready is 200
+    again within seconds, broadcasts flow, and the timed-out one arrived at most once."""
     from cablecar import PublishTimeout
     from cablecar.pubsub.nats import NatsPubSub
     from cablecar.pubsub.postgres import PostgresPubSub
+    from cablecar.pubsub.redis import RedisPubSub
 
     from .services import NatsServer, PostgresServer
 
-    broker = NatsServer() if kind == "nats" else PostgresServer()
+    kinds = {"redis": (RedisServer, RedisPubSub), "nats": (NatsServer, NatsPubSub),
+             "postgres": (PostgresServer, PostgresPubSub)}  # fmt: skip
+    service, adapter_class = kinds[kind]
+    broker: Any = service()
     with broker:
-        adapter = (
-            NatsPubSub(broker.url, publish_timeout=1.0)
-            if kind == "nats"
-            else PostgresPubSub(broker.url, publish_timeout=1.0)
-        )
+        adapter = adapter_class(broker.url, publish_timeout=1.0)
         cable = Cable(channels=[RoomChannel], pubsub=adapter)
         server = await serve(cable, "127.0.0.1", 0)
         try:
@@ -393,8 +331,7 @@ async def test_a_stalled_nats_or_postgresql_is_not_ready_and_recovers(kind: str)
             await cable.broadcast("room_1", {"n": 0})  # the publishing connection is up
             assert (await ws.recv_until(lambda m: "message" in m))["message"]["n"] == 0
             assert cable.ready().status == 200
-            assert broker.proc is not None or kind == "postgres"
-            frozen = _tree(broker.proc.pid if kind == "nats" else _postmaster(broker))  # type: ignore[union-attr]
+            frozen = process_tree(_postmaster(broker) if kind == "postgres" else broker.proc.pid)
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
             try:

@@ -22,21 +22,9 @@ from cablecar.client import Backoff
 
 from .conftest import TIMEOUT, free_port
 from .servers import ROOT
+from .services import children
 
 pytestmark = pytest.mark.services
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry))
-    return found
 
 
 def test_a_killed_worker_is_replaced_and_its_clients_miss_nothing(
@@ -57,15 +45,15 @@ def test_a_killed_worker_is_replaced_and_its_clients_miss_nothing(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while len(_children(proc.pid)) < 4 or not _answers(port):
+        while len(children(proc.pid)) < 4 or not _answers(port):
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
             time.sleep(0.1)
-        before = _children(proc.pid)
+        before = children(proc.pid)
         got = asyncio.run(_scenario(port, redis_server.url, prefix, proc.pid))
         assert all(g == list(range(12)) for g in got), got
         deadline = time.monotonic() + 10
         while True:  # a new worker in place of the killed one
-            now = _children(proc.pid)
+            now = children(proc.pid)
             if len(now) == 4 and now != before:
                 break
             assert time.monotonic() < deadline, (before, now, log.read_text())
@@ -103,7 +91,7 @@ async def _scenario(port: int, redis_url: str, prefix: str, parent: int) -> list
             await broadcaster.broadcast(f"chat_{prefix}", {"n": 0})
             for sub in subs:
                 assert await sub.receive(TIMEOUT) == {"n": 0}
-            victim = max(_children(parent), key=_sockets)  # the one holding most clients
+            victim = max(children(parent), key=_sockets)  # the one holding most clients
             os.kill(victim, signal.SIGKILL)
             for n in range(1, 11):
                 await broadcaster.broadcast(f"chat_{prefix}", {"n": n})
