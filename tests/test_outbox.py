@@ -48,9 +48,12 @@ async def test_broadcasts_while_redis_is_down_wait_and_arrive_in_order(
     cablecar_server: Any, ws_connect: ConnectWS, redis: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Redis is killed; the cable's broadcasts 1-3 return (they wait: statistics show 3),
-    the 4th raises OutboxFull; so do a Broadcaster's (other process) 10-11 and its 12th.
-    Redis comes back on the same port: the subscriber gets 1, 2, 3 and 10, 11 in their
-    order, then a live 5. Nothing else, nothing twice."""
+    the 4th raises OutboxFull; a Broadcaster's (another process's) 10-11 wait too and its
+    12th raises. Redis comes back on the same port: the cable's own subscriber gets 1, 2, 3
+    in order (the cable publishes them once its listener is subscribed again), then a live
+    5; the Broadcaster publishes 10 and 11 as soon as Redis answers (a server whose
+    listener is not back yet misses them, as any message published while it reconnects:
+    if they arrive, they arrive once and in order). Nothing twice."""
     caplog.set_level(logging.WARNING, logger="cablecar.outbox")
     cable = Cable(AppConnection, [RoomChannel], redis.url, outbox_size=3, outbox_age=60)
     server = await cablecar_server(cable)
@@ -74,13 +77,17 @@ async def test_broadcasts_while_redis_is_down_wait_and_arrive_in_order(
     }  # fmt: skip
     await asyncio.sleep(0.5)
     redis.start()
-    got = await received(ws, 5)
-    assert sorted(got) == [1, 2, 3, 10, 11]
-    assert [n for n in got if n < 10] == [1, 2, 3] and [n for n in got if n >= 10] == [10, 11]
+    async with asyncio.timeout(TIMEOUT * 3):
+        while cable.statistics()["outbox"]["delivered_late"] < 3 or len(broadcaster._outbox):
+            await asyncio.sleep(0.05)
     await cable.broadcast("room_1", {"n": 5})
-    assert await received(ws, 1) == [5]
+    got = []
+    while 5 not in got:
+        got += await received(ws, 1)
+    assert [n for n in got if n < 10] == [1, 2, 3, 5]
+    assert [n for n in got if n >= 10] in ([], [10], [11], [10, 11])
     assert await ws.quiet(0.3) == []
-    assert cable.statistics()["outbox"]["delivered_late"] == 3
+    assert broadcaster._outbox.figures()["delivered_late"] == 2
     metrics = cable.metrics().body.decode()
     assert "cablecar_outbox_overflowed_total 1.0" in metrics
     assert "cablecar_outbox_delivered_late_total 3.0" in metrics
