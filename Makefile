@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/presence.py
 	$(BIN)/python benchmarks/http_transports.py
+	$(BIN)/python benchmarks/soak.py --duration 1800 --clients 2000 --history --progress 60
 
 # The Python environment: rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml

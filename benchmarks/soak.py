@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/soak.py                    # 5,000 clients, 10 minutes
     .venv/bin/python benchmarks/soak.py --duration 60 --clients 500 --out soak.json
+    .venv/bin/python benchmarks/soak.py --duration 1800 --clients 2000 --history  # make bench
 
 Starts ``cablecar serve examples/conformance_app.py:cable`` on a free loopback port (or
 drives ``--port`` of a server already running on 127.0.0.1), then runs the clients in
@@ -14,6 +15,12 @@ drives ``--port`` of a server already running on 127.0.0.1), then runs the clien
 3. drain: wait until every member has received every message of its room;
 4. leave: half the clients close with a close frame, half just drop the TCP connection;
 5. pause a moment, then start again with fresh connections and fresh rooms.
+
+With ``--history`` the server runs with ``history=True`` and the clients speak AnyCable's
+extended protocol; during each chat window ``--reconnects`` of the clients (10 %) drop
+their TCP connection without a close frame, reconnect with ``?sid=`` a moment later, and
+ask for what they missed since their last position: they must still receive every
+message of their room exactly once.
 
 Cohorts start staggered, so connects, chats and disconnects overlap all the time, and at
 the busiest moments all ``--clients`` are connected at once.
@@ -82,11 +89,13 @@ def raise_nofile() -> int:
     return soft
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(port: int, log: Path, history: bool = False) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # kept open for the server's lifetime
+    env = {**os.environ, "CABLE_HISTORY": "1" if history else "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cablecar", "serve", APP, "--port", str(port)],
         cwd=REPO,
+        env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -121,22 +130,41 @@ class Stats:
         self.errors: collections.Counter[str] = collections.Counter()
         self.connected = 0
         self.peak_connected = 0
+        self.reconnects = 0
+        self.restored = 0
+        self.recovered = 0
+        self.skipped_speaks = 0
 
 
 class Client(asyncio.Protocol):
     """One Action Cable client over a raw socket (cheap enough for thousands)."""
 
-    def __init__(self, stats: Stats, user: str, identifier: str) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        user: str,
+        identifier: str,
+        *,
+        ext: bool = False,
+        resume: str | None = None,
+        got: set[str] | None = None,
+    ) -> None:
         self.stats = stats
         self.user = user
         self.identifier = identifier
+        self.ext = ext  # AnyCable's extended protocol (history=True)
+        self.resume = resume  # the sid of the session to resume
+        self.sid: str | None = None
+        self.restored = False
+        self.position: tuple[str, str, int] | None = None  # stream, epoch, offset
         self.buf = bytearray()
         self.upgraded = False
         self.transport: asyncio.Transport | None = None
         self.welcomed = asyncio.get_running_loop().create_future()
         self.confirmed = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
-        self.got: set[str] = set()
+        self.history = asyncio.get_running_loop().create_future()
+        self.got: set[str] = got if got is not None else set()
         self.room_sent: set[str] = set()
         self.unexpected_disconnect: str | None = None
         self.leaving = False
@@ -147,11 +175,13 @@ class Client(asyncio.Protocol):
         self.stats.connected += 1
         self.stats.peak_connected = max(self.stats.peak_connected, self.stats.connected)
         key = base64.b64encode(os.urandom(16)).decode()
+        query = f"user={self.user}" + (f"&sid={self.resume}" if self.resume else "")
+        protocol = "actioncable-v1-ext-json" if self.ext else "actioncable-v1-json"
         transport.write(  # type: ignore[attr-defined]
             (
-                f"GET /cable?user={self.user} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"GET /cable?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
             ).encode()
         )
 
@@ -196,7 +226,7 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.connected -= 1
-        for fut in (self.welcomed, self.confirmed):
+        for fut in (self.welcomed, self.confirmed, self.history):
             if not fut.done():
                 fut.set_exception(ConnectionError("closed"))
         if not self.closed.done():
@@ -208,7 +238,12 @@ class Client(asyncio.Protocol):
         if kind == "ping":
             self.stats.pings += 1
         elif kind == "welcome":
+            self.sid = msg.get("sid")
+            self.restored = msg.get("restored") is True
             self.welcomed.set_result(None)
+        elif kind in ("confirm_history", "reject_history"):
+            if not self.history.done():
+                self.history.set_result(kind == "confirm_history")
         elif kind == "confirm_subscription":
             self.confirmed.set_result(None)
         elif kind == "reject_subscription":
@@ -224,6 +259,8 @@ class Client(asyncio.Protocol):
             else:
                 self.got.add(body)
                 self.stats.received += 1
+            if "offset" in msg:
+                self.position = (msg["stream_id"], msg["epoch"], msg["offset"])
 
     def _fail(self, kind: str) -> None:
         self.stats.errors[kind] += 1
@@ -271,7 +308,9 @@ async def run_cohort(
                 try:
                     _t, client = await asyncio.wait_for(
                         loop.create_connection(
-                            lambda: Client(stats, f"c{index}u{i}", ident), "127.0.0.1", args.port
+                            lambda: Client(stats, f"c{index}u{i}", ident, ext=args.history),
+                            "127.0.0.1",
+                            args.port,
                         ),
                         30,
                     )
@@ -301,15 +340,28 @@ async def run_cohort(
             for c in members:
                 c.room_sent = shared  # filled before each send
 
-        # Chat: every member speaks --messages times at random moments of the window.
+        # Chat: every member speaks --messages times at random moments of the window;
+        # meanwhile (history=True) some drop their TCP connection and resume.
         plan = sorted(
-            (rng.uniform(0, args.chat), c, m) for c in clients for m in range(args.messages)
+            (rng.uniform(0, args.chat), n, m)
+            for n in range(len(clients))
+            for m in range(args.messages)
         )
+        away: set[int] = set()
+        share = args.reconnects if args.history else 0.0
+        chosen = rng.sample(range(len(clients)), int(len(clients) * share))
+        resumes = [
+            loop.create_task(resume(n, clients, away, stats, args, rng, loop)) for n in chosen
+        ]
         started = loop.time()
-        for at, c, m in plan:
+        for at, n, m in plan:
             delay = started + at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            c = clients[n]
+            if n in away:
+                stats.skipped_speaks += 1  # it is reconnecting: it speaks later
+                continue
             if c.transport is None or c.transport.is_closing():
                 stats.errors["speaker_gone"] += 1
                 continue
@@ -325,6 +377,7 @@ async def run_cohort(
             )
             stats.sent += 1
 
+        await asyncio.gather(*resumes)
         # Drain: everyone must get every message of its room.
         deadline = loop.time() + args.drain_timeout
         while loop.time() < deadline:
@@ -346,6 +399,74 @@ async def run_cohort(
             await asyncio.wait_for(asyncio.gather(*(c.closed for c in clients)), 15)
         stats.waves += 1
         await asyncio.sleep(rng.uniform(0.5, 2.0))
+
+
+async def resume(
+    n: int,
+    clients: list[Client],
+    away: set[int],
+    stats: Stats,
+    args: argparse.Namespace,
+    rng: random.Random,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Drop client ``n``'s TCP connection mid-chat, reconnect with its sid, ask for what
+    it missed since its last position; it must end up with every message once."""
+    await asyncio.sleep(rng.uniform(0.1, args.chat * 0.7))
+    old = clients[n]
+    for _ in range(50):  # wait for a first position (a message received)
+        if old.position is not None:
+            break
+        await asyncio.sleep(0.1)
+    if old.position is None or old.sid is None or old.transport is None:
+        return
+    away.add(n)
+    stream, epoch, offset = old.position
+    old.leaving = True
+    old.transport.abort()  # no close frame: the session stays resumable
+    stats.reconnects += 1
+    await asyncio.sleep(rng.uniform(0.2, 1.0))
+    try:
+        _t, new = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: Client(
+                    stats, old.user, old.identifier, ext=True, resume=old.sid, got=old.got
+                ),
+                "127.0.0.1",
+                args.port,
+            ),
+            30,
+        )
+        new.room_sent = old.room_sent
+        await asyncio.wait_for(new.welcomed, 30)
+        position = {stream: {"epoch": epoch, "offset": offset}}
+        if new.restored:
+            stats.restored += 1
+            new.send_json(
+                {
+                    "command": "history",
+                    "identifier": old.identifier,
+                    "history": {"streams": position},
+                }
+            )
+        else:  # the session is gone: subscribe again, with the position
+            stats.errors["not_restored"] += 1
+            new.send_json(
+                {
+                    "command": "subscribe",
+                    "identifier": old.identifier,
+                    "history": {"streams": position},
+                }
+            )
+        if await asyncio.wait_for(new.history, 30):
+            stats.recovered += 1
+        else:
+            stats.errors["history_rejected"] += 1
+        clients[n] = new
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        stats.errors[f"resume_{type(exc).__name__}"] += 1
+    finally:
+        away.discard(n)
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -414,6 +535,11 @@ async def soak(args: argparse.Namespace, server_pid: int | None) -> dict[str, An
         "all_accounted_for": stats.expected == stats.received and not stats.lost,
         "server_deliveries": health_end["deliveries_total"] - health_start["deliveries_total"],
         "pings_received": stats.pings,
+        "history": args.history,
+        "reconnects": stats.reconnects,
+        "sessions_restored": stats.restored,
+        "histories_recovered": stats.recovered,
+        "speaks_skipped_while_away": stats.skipped_speaks,
         "errors": dict(stats.errors),
         "server_rss_kib": {"start": rss_start, "peak": rss_peak, "end": rss_end},
         "server_health_start": health_start,
@@ -435,6 +561,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handshakes", type=int, default=200, help="handshakes in flight at most")
     p.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines")
     p.add_argument("--port", type=int, default=0, help="a cablecar server already on 127.0.0.1")
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="history=True: extended protocol; some clients drop and resume mid-chat",
+    )
+    p.add_argument(
+        "--reconnects", type=float, default=0.1, help="share of clients that resume per wave"
+    )
     p.add_argument("--out", help="write the JSON report here too")
     args = p.parse_args(argv)
     if not 0 < args.duration <= 3600:
@@ -448,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"cablecar-soak-{os.getpid()}.log"
     if not args.port:
         args.port = free_port()
-        proc = start_server(args.port, log)
+        proc = start_server(args.port, log, args.history)
     try:
         try:
             import uvloop
