@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python benchmarks/presence.py
 	$(BIN)/python benchmarks/http_transports.py
 	$(BIN)/python benchmarks/soak.py --duration 1800 --clients 2000 --history --progress 60
+	$(BIN)/python benchmarks/fuzz.py
 
 # The Python environment: rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml

@@ -226,9 +226,11 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.connected -= 1
-        for fut in (self.welcomed, self.confirmed, self.history):
+        for fut in (self.welcomed, self.confirmed):
             if not fut.done():
                 fut.set_exception(ConnectionError("closed"))
+        if not self.history.done():  # awaited only by a resume: it failed
+            self.history.set_result(False)
         if not self.closed.done():
             self.closed.set_result(None)
 

@@ -17,6 +17,7 @@ import pytest
 from _common import REPO, CpuSnapshot, Server
 from connect_storm import run_connect_storm
 from fanout import default_burst, run_fanout, summarize
+from fuzz import fuzz_commands, fuzz_frames, fuzz_live
 from http_transports import run_longpoll_roundtrip, run_sse_fanout
 from idle_memory import run_idle_memory
 from many_streams import run_many_streams
@@ -96,6 +97,17 @@ def test_whisper_and_broadcast_count_every_delivery() -> None:
     r = run_whisper(clients=20, senders=4, each=3)
     assert r["broadcast"]["deliveries"] == 4 * 3 * 20
     assert r["whisper"]["deliveries"] == 4 * 3 * 19  # never to the sender
+
+
+def test_fuzzers_count_inputs_and_find_nothing() -> None:
+    assert fuzz_frames(500)["failures"] == 0
+    assert fuzz_commands(500)["inputs"] == 500
+
+
+@needs_cablecar
+def test_live_fuzz_leaves_the_server_alive() -> None:
+    result = fuzz_live(5, per_connection=10)
+    assert result["server_alive"] and result["failures"] == 0 and result["frames"] == 50
 
 
 @needs_cablecar
