@@ -246,11 +246,12 @@ def fuzz_live(connections: int, per_connection: int = 50, seed: int = 3) -> dict
             sent += per_connection
             try:
                 sock.sendall(stream)
-                sock.settimeout(0.2)
+                sock.shutdown(socket.SHUT_WR)  # done sending: the server closes in turn
+                sock.settimeout(2.0)
                 while sock.recv(65536):
                     pass
             except OSError:
-                pass  # the server closed it (a protocol error): expected
+                pass  # the server closed it first (a protocol error): expected
             finally:
                 sock.close()
             if c % 50 == 0 and not _answered(port):

@@ -279,6 +279,25 @@ async def test_memory_store_up_to_date_client_recovers_even_when_expired(offset:
     assert await store.after("s", store.epoch, offset) == []
 
 
+async def test_memory_store_forgets_streams_nobody_writes_to_any_more() -> None:
+    """Streams that come and go (a room per wave, a stream per record) do not pile up:
+    the entries of a stream nobody appends to are freed after history_ttl (an up-to-date
+    client still recovers from its newest offset), the stream itself after ten times
+    that. The soak test found the memory store keeping every one of them forever."""
+    store = MemoryStore(StoreSettings(history_ttl=0.05))
+    for n in range(200):
+        await store.append(f"room-{n}", b'{"m":1}', None)
+    assert store.size() == 200
+    await asyncio.sleep(0.1)
+    await store.append("busy", b"1", None)  # appends drive the sweep
+    assert store.size() == 1  # the quiet rooms' messages are gone...
+    assert await store.after("room-7", store.epoch, 1) == []  # ...their offsets are not
+    await asyncio.sleep(0.5)
+    await store.append("busy", b"2", None)
+    assert await store.after("room-7", store.epoch, 1) is None  # forgotten entirely
+    assert store.size() == 1
+
+
 def _epoch(cable: Cable) -> str:
     store = cable._store  # white-box: the test needs the epoch before any frame shows it
     assert store is not None

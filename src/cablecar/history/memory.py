@@ -11,12 +11,17 @@ from .base import Entry, StoreSettings
 __all__ = ["MemoryStore"]
 
 
+#: The entries of a stream whose messages all expired (shared: never appended to).
+_NO_ENTRIES: deque[tuple[float, Entry]] = deque(maxlen=0)
+
+
 class _Stream:
-    __slots__ = ("entries", "top")
+    __slots__ = ("entries", "last", "top")
 
     def __init__(self) -> None:
         self.entries: deque[tuple[float, Entry]] = deque()
         self.top = 0
+        self.last = 0.0  # time of the newest append
 
 
 class MemoryStore:
@@ -29,6 +34,7 @@ class MemoryStore:
         self._sessions: dict[str, tuple[float, bytes]] = {}
         self._retired: dict[str, float] = {}
         self._last_sweep = 0.0
+        self._last_stream_sweep = 0.0
         self._presence: dict[str, dict[str, tuple[bytes, dict[str, float]]]] = {}
 
     async def start(self) -> None:
@@ -46,9 +52,35 @@ class MemoryStore:
             st = self._streams[stream] = _Stream()
         st.top += 1
         now = time.time()
+        st.last = now
+        if st.entries is _NO_ENTRIES:
+            st.entries = deque()
         st.entries.append((now, Entry(st.top, payload, exclude)))
         self._prune(st, now)
+        self._sweep_streams(now)
         return st.top
+
+    def _sweep_streams(self, now: float) -> None:
+        """Streams nobody appends to any more are pruned too: their entries after
+        ``history_ttl``, the stream itself (its newest offset) after ten times that, as
+        in Redis. Without this a server whose streams come and go (per-user, per-record,
+        per-room streams) would keep every one of them forever."""
+        ttl = self.settings.history_ttl
+        if now - self._last_stream_sweep < min(10.0, ttl / 10):
+            return
+        self._last_stream_sweep = now
+        gone = []
+        for name, st in self._streams.items():
+            self._prune(st, now)
+            if not st.entries:
+                if now - st.last > ttl * 10:
+                    gone.append(name)
+                elif st.entries is not _NO_ENTRIES:
+                    st.entries = _NO_ENTRIES  # keep the offset, free the buffer
+        for name in gone:
+            del self._streams[name]
+        if gone:
+            self._streams = dict(self._streams)  # dicts never shrink: rebuild
 
     async def after(self, stream: str, epoch: str, offset: int) -> list[Entry] | None:
         if epoch != self.epoch:
