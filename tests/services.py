@@ -301,6 +301,36 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def freeze(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGSTOP ``pids`` and return once every thread of each is stopped.
+
+    The kernel wakes one thread to begin a group stop; until it runs, the others go on
+    (on a busy machine, for milliseconds: long enough for a server to answer a PING).
+    """
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while not all(_state(pid, task) in ("T", "t", "Z", "X", None)
+                      for task in os.listdir(f"/proc/{pid}/task")):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process {pid} did not stop")
+            time.sleep(0.001)
+
+
+def thaw(pids: list[int]) -> None:
+    """SIGCONT what :func:`freeze` stopped."""
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _state(pid: int, task: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     found, todo = [], [pid]

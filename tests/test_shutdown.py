@@ -10,7 +10,6 @@ first) exits at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import time
@@ -25,7 +24,7 @@ from cablecar.transports.standalone import serve
 from .conftest import free_port
 from .rawws import RawWS
 from .servers import CablecarProcess
-from .services import RedisServer, process_tree
+from .services import RedisServer, freeze, process_tree, thaw
 
 APP = """
 import asyncio, os, time
@@ -332,8 +331,7 @@ async def test_a_stalled_broker_is_not_ready_and_its_timeouts_say_unknown(kind: 
             assert (await ws.recv_until(lambda m: "message" in m))["message"]["n"] == 0
             assert cable.ready().status == 200
             frozen = process_tree(_postmaster(broker) if kind == "postgres" else broker.proc.pid)
-            for pid in frozen:
-                os.kill(pid, signal.SIGSTOP)
+            freeze(frozen)
             try:
                 started = time.monotonic()
                 with pytest.raises(PublishTimeout, match="outcome is unknown"):
@@ -344,8 +342,7 @@ async def test_a_stalled_broker_is_not_ready_and_its_timeouts_say_unknown(kind: 
                 assert cable.health("GET").status == 200  # alive, not ready
                 assert cable.statistics()["outbox"]["waiting"] == 0  # not queued
             finally:
-                for pid in frozen:
-                    os.kill(pid, signal.SIGCONT)
+                thaw(frozen)
             deadline = time.monotonic() + 15
             while cable.ready().status != 200:
                 assert time.monotonic() < deadline, cable.ready().body
