@@ -229,6 +229,7 @@ class Client(asyncio.Protocol):
         for fut in (self.welcomed, self.confirmed):
             if not fut.done():
                 fut.set_exception(ConnectionError("closed"))
+                fut.exception()  # a client that left on purpose never awaits it
         if not self.history.done():  # awaited only by a resume: it failed
             self.history.set_result(False)
         if not self.closed.done():

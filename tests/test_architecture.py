@@ -1,5 +1,5 @@
-"""The package's structure, checked: layers import downward only, and no module reads
-another module's private (underscore) names.
+"""The package's structure, checked: layers import downward only, no module reads
+another module's private (underscore) names, and every test says what it shows.
 
 docs/design.md draws the same layers; when a module moves, change both.
 """
@@ -223,3 +223,28 @@ def test_no_module_reads_another_modules_private_names(module: str) -> None:
     assert not reads, f"cablecar.{module} reads private names:\n  " + "\n  ".join(
         f"line {r.lineno}: {r.what}" for r in reads
     )
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _undocumented_tests() -> list[str]:
+    missing = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if "node_modules" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.name.startswith("test")
+                and not ast.get_docstring(node)
+            ):
+                missing.append(f"{path.relative_to(TESTS)}:{node.lineno} {node.name}")
+    return missing
+
+
+def test_every_test_says_what_a_user_would_observe() -> None:
+    """Every test function in tests/ has a docstring: what a user would observe when it
+    passes (the name alone rarely says the whole of it)."""
+    missing = _undocumented_tests()
+    assert not missing, "tests without a docstring:\n  " + "\n  ".join(missing)

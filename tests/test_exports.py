@@ -17,6 +17,7 @@ PUBLIC = {
 
 
 def test_all_is_the_documented_api() -> None:
+    """cablecar.__all__ is exactly the documented public API and every name resolves."""
     assert set(cablecar.__all__) == PUBLIC
     for name in PUBLIC:
         assert getattr(cablecar, name) is not None
@@ -35,6 +36,7 @@ def test_channel_base_keeps_common_action_names_free() -> None:
 
 
 def test_import_loads_no_optional_dependency() -> None:
+    """import cablecar loads none of the optional dependencies (redis, psycopg, nats, websockets, django, starlette)."""
     code = (
         "import sys, cablecar; "
         "bad = [m for m in ('redis', 'psycopg', 'nats', 'websockets', 'django', 'starlette') if m in sys.modules]; "

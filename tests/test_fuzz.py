@@ -109,6 +109,7 @@ command_bytes = st.one_of(
 @FUZZ
 @given(command_bytes)
 def test_parse_command_returns_a_command_or_raises_invalid_command(data: bytes) -> None:
+    """Any bytes given to the command decoder give a command or InvalidCommand with a known kind, nothing else."""
     TRIED["parse_command"] += 1
     try:
         command = parse_command(data)
@@ -132,6 +133,7 @@ def test_parse_command_returns_a_command_or_raises_invalid_command(data: bytes) 
 @FUZZ
 @given(identifiers)
 def test_parse_identifier_returns_a_channel_or_raises_invalid_command(identifier: str) -> None:
+    """Any identifier string gives a channel name with its params, or InvalidCommand."""
     TRIED["parse_identifier"] += 1
     try:
         name, params = parse_identifier(identifier)
@@ -143,6 +145,7 @@ def test_parse_identifier_returns_a_channel_or_raises_invalid_command(identifier
 @FUZZ
 @given(identifiers, st.text(max_size=10), st.dictionaries(st.text(max_size=5), json_values))
 def test_well_formed_commands_round_trip(identifier: str, action: str, extra: Any) -> None:
+    """Every well-formed subscribe, unsubscribe and perform decodes to exactly what was encoded."""
     TRIED["round_trip"] += 1
     if not identifier:
         return
@@ -176,6 +179,7 @@ def mask_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> b
 @FUZZ
 @given(st.binary(max_size=300), st.lists(st.integers(1, 50), max_size=10))
 def test_frame_parser_only_ever_raises_frame_error(data: bytes, cuts: list[int]) -> None:
+    """Any bytes, cut anywhere, make the frame parser yield frames within the limit or raise FrameError, nothing else."""
     TRIED["frame_parser_bytes"] += 1
     parser = FrameParser(1024)
     pos = 0
@@ -201,6 +205,7 @@ def test_frame_parser_only_ever_raises_frame_error(data: bytes, cuts: list[int])
 def test_frame_parser_reassembles_valid_frames_split_anywhere(
     frames: list[tuple[int, bytes]], chunk: int
 ) -> None:
+    """Valid frames split at any byte come out of the parser whole and in order."""
     TRIED["frame_parser_frames"] += 1
     frames = [(op, p if op != 0x1 else p.decode("latin-1").encode()) for op, p in frames]
     wire = b"".join(mask_frame(op, p) for op, p in frames)
@@ -471,6 +476,7 @@ def exchange(port: int, wire: bytes) -> bool:
 @FUZZ
 @given(wire_frames)
 def test_live_server_survives_any_frames(live: LiveServer, frames: list[bytes]) -> None:
+    """Any frames sent to a live server leave it serving well-behaved clients."""
     TRIED["live_frames"] += 1
     TRIED["live_frames_still_open"] += exchange(live.port, b"".join(frames))
     live.check()
@@ -479,6 +485,7 @@ def test_live_server_survives_any_frames(live: LiveServer, frames: list[bytes]) 
 @FUZZ
 @given(st.lists(command_bytes, min_size=1, max_size=10))
 def test_live_server_survives_any_commands(live: LiveServer, payloads: list[bytes]) -> None:
+    """Any command texts sent to a live server leave it serving well-behaved clients."""
     TRIED["live_commands"] += 1
     TRIED["live_commands_still_open"] += exchange(
         live.port, b"".join(mask_frame(0x1, p) for p in payloads)
@@ -527,6 +534,7 @@ http_heads = st.one_of(
 @FUZZ
 @given(http_heads)
 def test_live_server_survives_any_http_head(live: LiveServer, head: bytes) -> None:
+    """Any HTTP request head sent to a live server gets an answer or a close, and the server goes on."""
     TRIED["live_http"] += 1
     ws = SyncWS.connect(live.port)
     try:

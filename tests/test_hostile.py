@@ -173,6 +173,7 @@ async def env(cablecar_server: Any, log: Any) -> AsyncIterator[Env]:
 
 
 async def test_fragmented_command_with_a_ping_in_between_is_reassembled(env: Env) -> None:
+    """A command split into fragments (inside a multi-byte character) with a ping between them: the ping is answered at once and the command runs whole."""
     ws = await env.raw()
     text = orjson.dumps(
         {
@@ -229,6 +230,7 @@ async def test_protocol_violations_close_with_1002(
 
 
 async def test_invalid_utf8_text_closes_with_1007(env: Env) -> None:
+    """A text frame that is not UTF-8 closes the connection with 1007."""
     ws = await env.raw()
     ws.send_frame(TEXT, b'{"command":"\xc3\x28"}')
     code, _ = await ws.expect_close()
@@ -236,6 +238,7 @@ async def test_invalid_utf8_text_closes_with_1007(env: Env) -> None:
 
 
 async def test_invalid_utf8_split_over_fragments_closes_with_1007(env: Env) -> None:
+    """Invalid UTF-8 spread over two fragments also closes with 1007."""
     ws = await env.raw()
     ws.send_frame(TEXT, b'{"a":"\xe2\x82', fin=False)
     ws.send_frame(0x0, b'\x28"}')
@@ -246,6 +249,7 @@ async def test_invalid_utf8_split_over_fragments_closes_with_1007(env: Env) -> N
 async def test_oversized_frame_closes_with_1009_before_the_payload_arrives(
     cablecar_server: Any, log: Any
 ) -> None:
+    """A frame header declaring more than the message limit closes with 1009 at once, without waiting for the payload; the largest allowed message still works."""
     env = await start_env(cablecar_server, max_message_size=64 * 1024)
     ws = await env.raw()
     # Declare 64 KiB + 1 and send only the header: the server must not wait for it.
@@ -263,6 +267,7 @@ async def test_oversized_frame_closes_with_1009_before_the_payload_arrives(
 
 
 async def test_huge_declared_length_closes_with_1009(env: Env) -> None:
+    """A frame declaring a 2**63-byte length closes with 1009 (no allocation, no crash)."""
     ws = await env.raw()
     ws.send_raw(b"\x81\xff" + struct.pack("!Q", 1 << 63) + b"\x00\x00\x00\x00")
     code, _ = await ws.expect_close()
@@ -272,6 +277,7 @@ async def test_huge_declared_length_closes_with_1009(env: Env) -> None:
 async def test_oversized_fragmented_message_closes_with_1009(
     cablecar_server: Any, log: Any
 ) -> None:
+    """Fragments that together exceed the message limit close with 1009; other clients go on."""
     env = await start_env(cablecar_server, max_message_size=4096)
     ws = await env.raw()
     for _ in range(4):
@@ -283,6 +289,7 @@ async def test_oversized_fragmented_message_closes_with_1009(
 
 
 async def test_binary_frames_are_ignored_and_logged_once(env: Env, log: Any) -> None:
+    """Binary frames are ignored, logged once, and the connection goes on."""
     ws = await env.raw()
     for _ in range(5):
         ws.send_frame(BINARY, b"\x00\x01\x02")
@@ -291,6 +298,7 @@ async def test_binary_frames_are_ignored_and_logged_once(env: Env, log: Any) -> 
 
 
 async def test_pings_are_answered_with_their_payload_and_pongs_ignored(env: Env) -> None:
+    """Pings get pongs with the same payload (empty too); unsolicited pongs are ignored."""
     ws = await env.raw()
     payload = os.urandom(125)
     ws.send_frame(PING, payload)
@@ -331,6 +339,7 @@ async def test_a_ping_before_a_close_in_the_same_read_is_answered(env: Env) -> N
 
 
 async def test_close_handshake_is_answered_with_the_same_code(env: Env) -> None:
+    """A client's close frame is answered with the same code (1000 when it had none) and the socket ends."""
     for payload, expected in ((b"", 1000), (struct.pack("!H", 1001) + b"bye", 1001)):
         ws = await env.raw()
         ws.send_frame(CLOSE, payload)
@@ -340,6 +349,7 @@ async def test_close_handshake_is_answered_with_the_same_code(env: Env) -> None:
 
 
 async def test_garbage_after_the_close_frame_is_not_read(env: Env) -> None:
+    """Bytes sent after a close frame are not read: the answer is still a clean close."""
     ws = await env.raw()
     ws.send_frame(CLOSE, struct.pack("!H", 1000))
     ws.send_raw(b"\xff" * 64)
@@ -396,6 +406,7 @@ def bad_messages() -> list[tuple[str, bytes]]:
 async def test_malformed_commands_are_ignored_logged_once_and_the_connection_goes_on(
     env: Env, log: Any
 ) -> None:
+    """Every kind of malformed command gets no answer and one WARNING per kind, and the connection goes on working."""
     ws = await env.raw()
     cases = BAD_COMMANDS + bad_messages()
     for _round in range(3):  # every kind three times: still one WARNING per kind
@@ -428,6 +439,7 @@ async def test_malformed_commands_are_ignored_logged_once_and_the_connection_goe
     ],
 )
 async def test_bad_identifiers_are_rejected(env: Env, identifier: str) -> None:
+    """A subscribe with a bad identifier gets reject_subscription and the connection goes on."""
     ws = await env.raw()
     ws.subscribe(identifier)
     assert await ws.recv_json() == {"identifier": identifier, "type": "reject_subscription"}
@@ -435,6 +447,7 @@ async def test_bad_identifiers_are_rejected(env: Env, identifier: str) -> None:
 
 
 async def test_commands_for_unknown_subscriptions_are_ignored(env: Env) -> None:
+    """Messages and unsubscribes for subscriptions the client does not hold are ignored, connection intact."""
     ws = await env.raw()
     other = '{"channel":"ChatChannel","room":"2"}'
     ws.perform(other, "echo", n=1)
@@ -481,6 +494,7 @@ NOT_ACTIONS = [
 
 
 async def test_only_public_methods_of_the_users_class_are_actions(env: Env, log: Any) -> None:
+    """Private, inherited and framework methods cannot be performed: nothing runs, nothing is answered, one log line."""
     ws = await env.raw()
     for action in NOT_ACTIONS:
         ws.perform(ECHO, action, n=0)
@@ -491,6 +505,7 @@ async def test_only_public_methods_of_the_users_class_are_actions(env: Env, log:
 
 
 async def test_refused_action_with_deeply_nested_data_logs_without_error(env: Env) -> None:
+    """A refused action with 1,000-deep data is logged without a recursion error; the connection goes on."""
     ws = await env.raw()
     deep = '{"a":' * 1000 + '{"password":"hunter2"}' + "}" * 1000
     data = '{"action":"nope","nested":' + deep + "}"
@@ -511,6 +526,7 @@ def test_filter_elides_nesting_deeper_than_it_walks() -> None:
 
 
 async def test_refused_action_log_line_filters_parameters(env: Env, log: Any) -> None:
+    """The log line for a refused action shows its parameters with passwords and keys filtered."""
     ws = await env.raw()
     ws.perform(ECHO, "nope", password="hunter2", api_key="k-123", note="visible")
     await still_works(ws)
@@ -535,6 +551,7 @@ async def test_a_client_only_receives_streams_its_channel_chose(env: Env) -> Non
 
 
 async def test_unauthorized_closes_before_any_channel_code_runs(env: Env) -> None:
+    """A connection refused by connect() is told "unauthorized" and closed; a subscribe pipelined behind the upgrade never runs."""
     subscribed_runs.clear()
     ws = await RawWS.connect(env.port)
     # The upgrade and a subscribe in the same packet: the subscribe must never run.
@@ -549,6 +566,7 @@ async def test_unauthorized_closes_before_any_channel_code_runs(env: Env) -> Non
 
 
 async def test_connect_timeout_closes_the_socket(cablecar_server: Any, log: Any) -> None:
+    """A connect() that overruns connect_timeout closes the socket with invalid_request; others go on."""
     env = await start_env(cablecar_server, connect_timeout=0.3)
     ws = await RawWS.open(env.port, "/cable?user=slow", welcome=False)
     _code, texts = await ws.expect_close()
@@ -561,6 +579,7 @@ async def test_connect_timeout_closes_the_socket(cablecar_server: Any, log: Any)
 
 
 async def test_max_subscriptions_rejects_the_one_over(cablecar_server: Any, log: Any) -> None:
+    """Subscriptions beyond max_subscriptions are rejected; after an unsubscribe a new one is confirmed."""
     env = await start_env(cablecar_server, max_subscriptions=3)
     ws = await env.raw(subscribe=None)
     idents = [f'{{"channel":"ChatChannel","room":"r{i}"}}' for i in range(5)]
@@ -596,6 +615,7 @@ async def test_commands_over_the_rate_are_throttled_not_lost(
 
 
 async def test_a_client_within_the_rate_is_never_refused(cablecar_server: Any, log: Any) -> None:
+    """A client that stays within the command rate gets every reply and no rate-limit log line."""
     env = await start_env(cablecar_server, max_commands_per_second=50, command_burst=5)
     ws = await env.raw()
     for n in range(20):
@@ -626,6 +646,7 @@ async def test_input_queued_behind_a_slow_action_pauses_reading(
 
 
 async def test_max_connections_answers_503_until_one_leaves(cablecar_server: Any, log: Any) -> None:
+    """Past max_connections an upgrade gets 503 with Retry-After; once a client leaves, the next one is let in."""
     env = await start_env(cablecar_server, max_connections=3)
     a = await env.raw("a", None)
     b = await env.raw("b", None)  # (kept referenced: a collected writer closes its socket)
@@ -643,6 +664,7 @@ async def test_max_connections_answers_503_until_one_leaves(cablecar_server: Any
 
 
 async def test_sockets_that_never_upgrade_are_capped(cablecar_server: Any, log: Any) -> None:
+    """Sockets that open and never send a request count against max_connections: the extra ones are dropped at once."""
     env = await start_env(cablecar_server, max_connections=5, handshake_timeout=5.0)
     idle = [await RawWS.connect(env.port) for _ in range(8)]
     await asyncio.sleep(0.2)
@@ -706,6 +728,7 @@ HTTP_CASES = [
 async def test_bad_http_requests_get_a_status_and_are_closed(
     env: Env, line: str, headers: dict[str, str], status: int, why: str
 ) -> None:
+    """Each malformed or refused HTTP request gets its 4xx/5xx status and Connection: close."""
     ws = await RawWS.connect(env.port)
     got, answer = await ws.http_exchange(head(line, headers))
     assert got == status, (why, answer[:300])
@@ -724,12 +747,14 @@ async def test_bad_http_requests_get_a_status_and_are_closed(
     ids=["empty", "word", "tls-hello", "h2-preface", "binary"],
 )
 async def test_garbage_instead_of_http_gets_400(env: Env, garbage: bytes) -> None:
+    """Bytes that are not HTTP get 400."""
     ws = await RawWS.connect(env.port)
     status, _ = await ws.http_exchange(garbage)
     assert status == 400
 
 
 async def test_oversized_head_without_an_end_gets_431(env: Env) -> None:
+    """A request head over the size limit with no end in sight gets 431."""
     ws = await RawWS.connect(env.port)
     ws.send_raw(b"GET /cable HTTP/1.1\r\nX-Filler: " + b"a" * 40_000)
     status, _ = await ws.http_exchange(b"")
@@ -737,6 +762,7 @@ async def test_oversized_head_without_an_end_gets_431(env: Env) -> None:
 
 
 async def test_health_and_plain_requests_still_answer(env: Env) -> None:
+    """/health answers 200 with {"status":"ok"} beside the WebSocket endpoint."""
     ws = await RawWS.connect(env.port)
     status, answer = await ws.http_exchange(head("GET /health HTTP/1.1", {}))
     assert status == 200 and b'"status":"ok"' in answer
@@ -746,6 +772,7 @@ async def test_health_and_plain_requests_still_answer(env: Env) -> None:
 async def test_slowloris_sockets_are_closed_after_the_handshake_timeout(
     cablecar_server: Any, log: Any, mode: str
 ) -> None:
+    """A request trickled byte by byte (or a body that never comes) is closed after handshake_timeout."""
     env = await start_env(cablecar_server, handshake_timeout=0.5)
     ws = await RawWS.connect(env.port)
     loop = asyncio.get_running_loop()
@@ -775,6 +802,7 @@ async def test_slowloris_sockets_are_closed_after_the_handshake_timeout(
 
 
 async def test_origin_check_refuses_foreign_browsers(env: Env) -> None:
+    """A browser from a foreign origin gets 403; the same origin and non-browser clients (no Origin) are let in."""
     host = f"127.0.0.1:{env.port}"
     ws = await RawWS.connect(env.port)
     status, _ = await ws.http_exchange(
@@ -790,6 +818,7 @@ async def test_origin_check_refuses_foreign_browsers(env: Env) -> None:
 
 
 async def test_frames_pipelined_with_the_upgrade_are_handled(env: Env) -> None:
+    """A subscribe sent in the same packet as the upgrade request is welcomed and confirmed."""
     ws = await RawWS.connect(env.port)
     sub = orjson.dumps({"command": "subscribe", "identifier": ECHO})
     from .rawws import build_frame
@@ -803,6 +832,7 @@ async def test_frames_pipelined_with_the_upgrade_are_handled(env: Env) -> None:
 
 
 async def test_eof_in_the_middle_of_a_frame_is_a_clean_disconnect(env: Env) -> None:
+    """A client that ends its socket mid-frame is disconnected cleanly, the server goes on."""
     ws = await env.raw()
     ws.send_raw(b"\x81\xfe\x10\x00\x00\x00\x00\x00" + b"x" * 100)
     ws.writer.write_eof()
@@ -936,6 +966,7 @@ async def errenv(cablecar_server: Any, caplog: pytest.LogCaptureFixture) -> Asyn
 
 
 async def test_connect_raising_closes_that_socket_only(errenv: ErrorEnv) -> None:
+    """connect() raising closes that socket with invalid_request, reports the error to on_error and logs it."""
     ws = await RawWS.open(errenv.port, "/cable?user=crash", welcome=False)
     _code, texts = await ws.expect_close()
     assert texts == [{"type": "disconnect", "reason": "invalid_request", "reconnect": True}]
@@ -944,6 +975,7 @@ async def test_connect_raising_closes_that_socket_only(errenv: ErrorEnv) -> None
 
 
 async def test_subscribed_raising_rejects_the_subscription(errenv: ErrorEnv) -> None:
+    """subscribed() raising rejects that subscription, reports and logs the error; the connection goes on."""
     ws = await errenv.client()
     ident = '{"channel":"BoomChannel","fail":true}'
     ws.subscribe(ident)
@@ -958,6 +990,7 @@ async def test_subscribed_raising_rejects_the_subscription(errenv: ErrorEnv) -> 
 async def test_action_raising_is_reported_and_the_connection_goes_on(
     errenv: ErrorEnv, action: str
 ) -> None:
+    """An action raising is reported with its channel and connection, logged, and the connection goes on (a broken error hook too)."""
     ws = await errenv.client()
     ws.perform(BOOM, action)
     await alive(ws)
@@ -975,6 +1008,7 @@ async def test_action_raising_is_reported_and_the_connection_goes_on(
 async def test_actions_raising_base_exceptions_do_not_stop_the_server(
     errenv: ErrorEnv, action: str, kind: type[BaseException]
 ) -> None:
+    """Actions raising SystemExit or KeyboardInterrupt are reported like any error and the server keeps running."""
     ws = await errenv.client()
     ws.perform(BOOM, action)
     await alive(ws)
@@ -983,6 +1017,7 @@ async def test_actions_raising_base_exceptions_do_not_stop_the_server(
 
 
 async def test_timer_raising_keeps_ticking_and_the_connection_goes_on(errenv: ErrorEnv) -> None:
+    """A periodic timer that raises keeps ticking, each error reported; the channel still answers."""
     ws = await errenv.client(identifier='{"channel":"BoomChannel","tick":1}')
     async with asyncio.timeout(5):
         while sum(isinstance(e, BoomError) for e, _ in errenv.errors) < 3:
@@ -995,6 +1030,7 @@ async def test_timer_raising_keeps_ticking_and_the_connection_goes_on(errenv: Er
 
 
 async def test_stream_callback_raising_is_reported_with_its_stream(errenv: ErrorEnv) -> None:
+    """A stream callback raising (or returning something unserializable) is reported with its stream; later broadcasts still arrive."""
     ws = await errenv.client()
     await errenv.cable.broadcast("boom_stream", {"fail": True})
     await errenv.cable.broadcast("boom_stream", {"unserializable": True})
@@ -1008,6 +1044,7 @@ async def test_stream_callback_raising_is_reported_with_its_stream(errenv: Error
 
 
 async def test_unsubscribed_and_disconnect_raising_are_reported(errenv: ErrorEnv) -> None:
+    """unsubscribed() and disconnect() raising are reported and logged; the connection could still subscribe again."""
     ws = await errenv.client("crash-on-leave")
     ws.send_json({"command": "unsubscribe", "identifier": BOOM})
     ws.subscribe(BOOM)

@@ -175,6 +175,7 @@ def own_service(kind: str) -> Service:
 async def test_two_servers_third_process_broadcast_and_remote_disconnect(
     kind: str, request: pytest.FixtureRequest, launch: Launch, ws_connect: ConnectWS
 ) -> None:
+    """Two server processes and a third broadcasting one share messages and remote disconnects through the broker; credentials never reach the log."""
     url = request.getfixturevalue(f"{kind}_server").url
     # The servers get credentials in their URL (the throwaway brokers accept any): they
     # must work, and never show up in the log.
@@ -258,6 +259,7 @@ async def wait_until(predicate: Callable[[], bool], what: str) -> None:
 async def test_broker_killed_and_restarted_while_clients_stay(
     kind: str, launch: Launch, ws_connect: ConnectWS
 ) -> None:
+    """The broker killed and restarted under two servers: clients stay connected and get broadcasts again."""
     broker = own_service(kind)
     await asyncio.to_thread(broker.start)
     try:
@@ -394,6 +396,7 @@ async def worker_pids(server: CablecarProcess, count: int) -> list[int]:
 async def test_workers_share_the_port_and_deliver_across_workers(
     redis_server: Service, launch: Launch, ws_connect: ConnectWS
 ) -> None:
+    """Two --workers share one port and a broadcast reaches clients on both."""
     prefix = f"scale-{secrets.token_hex(4)}"  # BenchmarkChannel's stream "all" stays ours
     server = await launch(
         "--workers", "2", "--pubsub", redis_server.url, "--channel-prefix", prefix, name="workers"
@@ -443,6 +446,7 @@ async def test_workers_share_the_port_and_deliver_across_workers(
 
 @pytest.mark.parametrize("pubsub", [None, "memory://"])
 async def test_workers_refuse_the_memory_adapter(pubsub: str | None) -> None:
+    """--workers 2 without a cross-process adapter exits 2, naming the --pubsub fix."""
     argv = [sys.executable, "-m", "cablecar", "serve", APP, "--port", str(free_port())]
     argv += ["--workers", "2", *(["--pubsub", pubsub] if pubsub else [])]
     status, err = await run(*argv)

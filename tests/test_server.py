@@ -145,6 +145,7 @@ async def test_welcome_subscribe_and_transmit_before_confirmation(
 async def test_broadcast_reaches_every_subscriber_of_the_room_only(
     url: str, ws_connect: ConnectWS
 ) -> None:
+    """A message spoken in room 1 reaches every subscriber of room 1 (the speaker too) and nobody in room 2."""
     a, b, other = (
         await ws_connect(url),
         await ws_connect(url.replace("alice", "bob")),
@@ -162,6 +163,7 @@ async def test_broadcast_reaches_every_subscriber_of_the_room_only(
 
 
 async def test_identifier_is_echoed_byte_for_byte(url: str, ws_connect: ConnectWS) -> None:
+    """The confirmation echoes the identifier exactly as the client sent it (spacing and key order kept)."""
     c = await ws_connect(url)
     odd = '{ "room":"1" ,"channel":"ChatChannel" }'
     assert (await c.subscribe(odd)) == {"identifier": odd, "type": "confirm_subscription"}
@@ -181,6 +183,7 @@ async def test_reject_unknown_channel_and_bad_identifiers(url: str, ws_connect: 
 
 
 async def test_duplicate_subscribe_is_confirmed_again(url: str, ws_connect: ConnectWS) -> None:
+    """Subscribing twice to the same identifier is confirmed again and messages still arrive once."""
     c = await ws_connect(url)
     assert (await c.subscribe(CHAT1))["type"] == "confirm_subscription"
     assert (await c.subscribe(CHAT1))["type"] == "confirm_subscription"
@@ -190,6 +193,7 @@ async def test_duplicate_subscribe_is_confirmed_again(url: str, ws_connect: Conn
 
 
 async def test_unauthorized_connection_is_told_and_closed(cablecar_server: Any) -> None:
+    """A connection refused by connect() gets {"type":"disconnect","reason":"unauthorized"} and is closed."""
     server = await cablecar_server(make_cable())
     async with connect(server.url, subprotocols=["actioncable-v1-json"]) as conn:  # type: ignore[list-item]
         assert orjson.loads(await conn.recv()) == {
@@ -201,6 +205,7 @@ async def test_unauthorized_connection_is_told_and_closed(cablecar_server: Any) 
 
 
 async def test_commands_before_welcome_run_after_it_in_order(cablecar_server: Any) -> None:
+    """Commands sent before the welcome are run after it, in order."""
     server = await cablecar_server(make_cable())
     async with connect(server.url + "?user=eve", subprotocols=["actioncable-v1-json"]) as conn:  # type: ignore[list-item]
         await conn.send(orjson.dumps({"command": "subscribe", "identifier": CHAT1}).decode())
@@ -221,6 +226,7 @@ async def test_commands_of_one_connection_run_strictly_in_order(
 
 
 async def test_plain_def_actions_run_in_the_thread_pool(url: str, ws_connect: ConnectWS) -> None:
+    """A plain def action runs on a cablecar worker thread and its transmit arrives."""
     c = await ws_connect(url)
     await c.subscribe(CHAT1)
     await c.perform(CHAT1, "blocking", n=7)
@@ -231,6 +237,7 @@ async def test_plain_def_actions_run_in_the_thread_pool(url: str, ws_connect: Co
 async def test_instance_state_persists_across_actions_and_no_arg_actions(
     url: str, ws_connect: ConnectWS
 ) -> None:
+    """A channel instance keeps its attributes between actions; actions without arguments work."""
     c = await ws_connect(url)
     await c.subscribe(CHAT1)
     for expected in (1, 2, 3):
@@ -239,6 +246,7 @@ async def test_instance_state_persists_across_actions_and_no_arg_actions(
 
 
 async def test_missing_action_calls_receive(url: str, ws_connect: ConnectWS) -> None:
+    """Data without an action goes to the channel's receive()."""
     c = await ws_connect(url)
     await c.subscribe(CHAT1)
     await c.send({"command": "message", "identifier": CHAT1, "data": '{"x":1}'})
@@ -248,6 +256,7 @@ async def test_missing_action_calls_receive(url: str, ws_connect: ConnectWS) -> 
 async def test_private_and_base_methods_are_not_actions(
     url: str, ws_connect: ConnectWS, caplog: Any
 ) -> None:
+    """Private methods, callbacks and Channel's own methods cannot be performed by a client."""
     c = await ws_connect(url)
     await c.subscribe(CHAT1)
     for action in (
@@ -271,6 +280,7 @@ async def test_private_and_base_methods_are_not_actions(
 async def test_user_exception_is_logged_reported_and_the_connection_goes_on(
     url: str, ws_connect: ConnectWS, caplog: Any
 ) -> None:
+    """An exception in an action is logged, passed to the error hook, and the connection goes on."""
     errors.clear()
     c = await ws_connect(url)
     await c.subscribe(CHAT1)
@@ -283,6 +293,7 @@ async def test_user_exception_is_logged_reported_and_the_connection_goes_on(
 
 
 async def test_rescue_from_handles_the_exception(url: str, ws_connect: ConnectWS) -> None:
+    """An exception handled by rescue_from turns into the channel's reply instead of an error."""
     c = await ws_connect(url)
     ident = '{"channel":"RescuedChannel"}'
     await c.subscribe(ident)
@@ -291,6 +302,7 @@ async def test_rescue_from_handles_the_exception(url: str, ws_connect: ConnectWS
 
 
 async def test_periodically_ticks_until_unsubscribed(url: str, ws_connect: ConnectWS) -> None:
+    """A periodically timer ticks for the subscription and stops when it is unsubscribed."""
     c = await ws_connect(url)
     ident = '{"channel":"TickChannel"}'
     await c.subscribe(ident)
@@ -305,6 +317,7 @@ async def test_periodically_ticks_until_unsubscribed(url: str, ws_connect: Conne
 async def test_stream_callback_transforms_per_subscription(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """A stream callback turns each broadcast into what this subscription transmits."""
     cable = make_cable()
     server = await cablecar_server(cable)
     c = await ws_connect(server.url + "?user=u")
@@ -315,6 +328,7 @@ async def test_stream_callback_transforms_per_subscription(
 
 
 async def test_stop_stream_from_stops_delivery(cablecar_server: Any, ws_connect: ConnectWS) -> None:
+    """After stop_stream_from the subscriber gets no more broadcasts and the stream is gone from the cable."""
     cable = make_cable()
     server = await cablecar_server(cable)
     c = await ws_connect(server.url + "?user=u")
@@ -329,6 +343,7 @@ async def test_stop_stream_from_stops_delivery(cablecar_server: Any, ws_connect:
 async def test_unsubscribe_and_disconnect_run_callbacks(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """Closing the socket runs unsubscribed() then disconnect(), and leaves no stream or connection behind."""
     log_lines.clear()
     cable = make_cable()
     server = await cablecar_server(cable)
@@ -344,6 +359,7 @@ async def test_unsubscribe_and_disconnect_run_callbacks(
 
 
 async def test_before_subscribe_can_reject(url: str, ws_connect: ConnectWS) -> None:
+    """A before_subscribe hook rejects a user who may not subscribe and lets an admin in."""
     c = await ws_connect(url)
     ident = '{"channel":"GuardedChannel"}'
     assert (await c.subscribe(ident))["type"] == "reject_subscription"
@@ -354,6 +370,7 @@ async def test_before_subscribe_can_reject(url: str, ws_connect: ConnectWS) -> N
 async def test_remote_disconnect_closes_the_matching_connection(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """remote_connections.where(current_user=...).disconnect() closes that user's connection only."""
     cable = make_cable()
     server = await cablecar_server(cable)
     bob = await ws_connect(server.url + "?user=bob")
@@ -366,6 +383,7 @@ async def test_remote_disconnect_closes_the_matching_connection(
 async def test_graceful_stop_tells_clients_server_restart(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """Stopping the server tells each client server_restart with reconnect true."""
     server = await cablecar_server(make_cable())
     c = await ws_connect(server.url + "?user=u")
     await server.close(timeout=1.0)
@@ -379,6 +397,7 @@ async def test_graceful_stop_tells_clients_server_restart(
 async def test_pings_every_interval_with_unix_seconds(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """Clients get a ping every ping_interval carrying the Unix time in seconds."""
     server = await cablecar_server(make_cable(ping_interval=0.1))
     c = await ws_connect(server.url + "?user=u")
     ping = await c.recv()
@@ -403,6 +422,7 @@ async def test_origin_check(cablecar_server: Any, ws_connect: ConnectWS) -> None
 async def test_health_endpoint_reports_statistics(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
+    """GET /health answers 200 with the live connection and subscription counts."""
     server = await cablecar_server(make_cable())
     c = await ws_connect(server.url + "?user=u")
     await c.subscribe(CHAT1)

@@ -139,6 +139,7 @@ def server(tmp_path: Path) -> Any:
 async def test_signal_drains_clients_finishes_actions_and_exits_0(
     server: Any, sig: signal.Signals
 ) -> None:
+    """SIGTERM or SIGINT tells every client server_restart, lets a running action finish, and exits 0."""
     proc, journal = server()
     clients = [await client(proc, f"u{i}") for i in range(3)]
     worker = clients[0]
@@ -164,6 +165,7 @@ async def test_signal_drains_clients_finishes_actions_and_exits_0(
 async def test_actions_past_the_shutdown_timeout_do_not_hold_the_exit(
     server: Any, action: str
 ) -> None:
+    """An action running past shutdown_timeout does not hold the exit: the process ends 0 soon after."""
     proc, journal = server(shutdown_timeout=1.0)
     ws = await client(proc, "stuck")
     ws.perform(WORK, action, n=2, seconds=30)
@@ -179,6 +181,7 @@ async def test_actions_past_the_shutdown_timeout_do_not_hold_the_exit(
 
 
 async def test_a_second_signal_exits_at_once(server: Any) -> None:
+    """A second SIGTERM during a long drain exits at once."""
     proc, _journal = server(shutdown_timeout=60.0)
     ws = await client(proc, "stuck")
     ws.perform(WORK, "work", n=3, seconds=60)
@@ -234,6 +237,7 @@ class RoomChannel(Channel):
 async def test_stop_does_not_wait_out_a_subscribe_stuck_on_a_dead_broker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Stopping the cable while a subscribe waits for a dead Redis does not wait for shutdown_timeout."""
     with RedisServer() as redis:
         cable = Cable(channels=[RoomChannel], pubsub=redis.url, shutdown_timeout=30.0)
         server = await serve(cable, "127.0.0.1", 0)

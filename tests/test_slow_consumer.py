@@ -169,6 +169,7 @@ def feed_server(tmp_path: Path) -> Any:
 
 
 async def test_a_stalled_client_is_cut_and_the_others_keep_receiving(feed_server: Any) -> None:
+    """A client that stops reading is cut once its buffer limit is reached, server memory stays bounded and the others keep receiving."""
     proc, log = feed_server
     pid = proc.proc.pid
     samples: list[int] = [rss_kib(pid)]

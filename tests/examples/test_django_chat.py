@@ -157,6 +157,7 @@ async def test_the_channel_sees_the_user_logged_in_through_django(site: InProces
 async def test_anonymous_and_invalid_cookies_are_rejected_unauthorized(
     site: InProcessServer,
 ) -> None:
+    """In the Django example an anonymous, logged-out or forged session cookie is refused as unauthorized."""
     from django.contrib.sessions.backends.db import SessionStore
 
     def anonymous_session() -> str:
@@ -214,6 +215,7 @@ async def test_plain_def_actions_write_through_the_orm_and_leak_no_connections(
 
 
 async def test_a_django_view_broadcasts_to_the_room(site: InProcessServer) -> None:
+    """A Django view's broadcast reaches the room's subscribers; the page and cablecar.js are served."""
     cookie = await asyncio.to_thread(login, "alice")
 
     def pages() -> tuple[int, bytes, int, bytes]:

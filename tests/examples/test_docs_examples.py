@@ -15,6 +15,7 @@ BLOCK = re.compile(r"```python\n# (examples/\S+)\n(.*?)```", re.S)
 
 @pytest.mark.parametrize("page", ["docs/fastapi.md", "docs/django.md", "docs/turbo.md"])
 def test_doc_excerpts_are_verbatim_from_the_examples(page: str) -> None:
+    """The code excerpts of the docs pages are verbatim in the example files they name."""
     blocks = BLOCK.findall((ROOT / page).read_text())
     assert len(blocks) >= 3
     for path, code in blocks:

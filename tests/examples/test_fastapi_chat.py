@@ -63,6 +63,7 @@ async def logged_in(
 async def test_log_in_then_chat_with_the_session_cookie(
     site: tuple[ModuleType, InProcessServer],
 ) -> None:
+    """In the FastAPI example a logged-in user's session cookie opens the cable and a message comes back to its sender."""
     example, server = site
     assert example.cable.running  # started by the app's lifespan (CableMiddleware)
     async with logged_in(server, "alice", "wonderland") as http:
@@ -76,6 +77,7 @@ async def test_log_in_then_chat_with_the_session_cookie(
 async def test_an_http_endpoint_of_the_app_broadcasts_to_subscribers(
     site: tuple[ModuleType, InProcessServer],
 ) -> None:
+    """A POST to the FastAPI app's own endpoint reaches the room's WebSocket subscribers."""
     _, server = site
     async with (
         logged_in(server, "alice", "wonderland") as alice,
@@ -95,6 +97,7 @@ async def test_an_http_endpoint_of_the_app_broadcasts_to_subscribers(
 async def test_tokens_in_the_query_string_or_the_subprotocol_list(
     site: tuple[ModuleType, InProcessServer],
 ) -> None:
+    """A token from /token authenticates the cable in the query string or in the subprotocol list."""
     _, server = site
     async with logged_in(server, "bob", "builder") as http:
         token = (await http.get("/token")).json()["token"]
@@ -111,6 +114,7 @@ async def test_tokens_in_the_query_string_or_the_subprotocol_list(
 
 
 async def test_strangers_are_refused(site: tuple[ModuleType, InProcessServer]) -> None:
+    """Wrong passwords and connections without a session or token are refused; the page and cablecar.js still load."""
     _, server = site
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
         bad = await http.post("/login", json={"username": "alice", "password": "nope"})
@@ -132,6 +136,7 @@ async def test_strangers_are_refused(site: tuple[ModuleType, InProcessServer]) -
 @pytest.mark.node
 @needs_node
 async def test_the_official_client_with_a_token(site: tuple[ModuleType, InProcessServer]) -> None:
+    """The official @rails/actioncable client with a token chats through the FastAPI example."""
     _, server = site
     async with logged_in(server, "alice", "wonderland") as http:
         token = (await http.get("/token")).json()["token"]

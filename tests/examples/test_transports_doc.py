@@ -46,6 +46,7 @@ def commands(text: str) -> list[tuple[str, str]]:
 
 
 def test_the_excerpt_is_the_example() -> None:
+    """The code shown in docs/transports.md is verbatim in the example it names."""
     blocks = EXCERPT.findall(PAGE.read_text())
     assert blocks
     for path, code in blocks:
@@ -53,6 +54,7 @@ def test_the_excerpt_is_the_example() -> None:
 
 
 def test_every_command_of_the_page_prints_what_it_shows(tmp_path: Path) -> None:
+    """Every curl command of docs/transports.md, run against the example, prints what the page shows."""
     steps = commands(PAGE.read_text())
     assert len(steps) >= 6 and sum("curl -sN" in c for c, _ in steps) >= 2
     port = free_port()

@@ -31,6 +31,7 @@ def test_subscribe_keeps_identifier_byte_for_byte() -> None:
 
 
 def test_unsubscribe() -> None:
+    """An unsubscribe command decodes to Unsubscribe with its identifier."""
     assert parse_command(cmd(command="unsubscribe", identifier=IDENT)) == Unsubscribe(IDENT)
 
 
@@ -44,6 +45,7 @@ def test_message_decodes_json_in_json_data() -> None:
 
 @pytest.mark.parametrize("data", ['{"body":"hi"}', '{"action":"","x":1}', '{"action":null}'])
 def test_missing_action_calls_receive(data: str) -> None:
+    """A message whose data has no action is a perform of "receive"."""
     c = parse_command(cmd(command="message", identifier=IDENT, data=data))
     assert isinstance(c, Perform) and c.action == "receive"
 
@@ -76,15 +78,18 @@ def test_malformed_commands_raise_invalid_command_with_a_kind(frame: bytes, kind
 
 @pytest.mark.parametrize("ident", ["nope", "[]", '"x"', "{}", '{"channel":""}', '{"channel":3}'])
 def test_bad_identifiers(ident: str) -> None:
+    """Identifiers that are not a JSON object with a string channel raise InvalidCommand."""
     with pytest.raises(InvalidCommand):
         parse_identifier(ident)
 
 
 def test_identifier_params_include_channel() -> None:
+    """A parsed identifier gives the channel name and all params, the channel included."""
     assert parse_identifier(IDENT) == ("ChatChannel", {"channel": "ChatChannel", "room": "1"})
 
 
 def test_frames_have_the_exact_action_cable_shapes() -> None:
+    """Welcome, ping, confirm, reject and disconnect frames have Action Cable's exact JSON shapes."""
     ident = frames.encode_identifier(IDENT)
     assert orjson.loads(frames.WELCOME) == {"type": "welcome"}
     assert orjson.loads(frames.ping(1700000000)) == {"type": "ping", "message": 1700000000}
@@ -109,6 +114,7 @@ def test_frames_have_the_exact_action_cable_shapes() -> None:
 
 
 def test_data_frame_splices_the_payload_without_reencoding() -> None:
+    """A data frame carries the broadcast payload's bytes as sent (spacing and key order kept)."""
     payload = b'{"b":1, "a":[1,2]}'  # spacing and key order survive: no decode/encode
     frame = frames.data_frame(frames.encode_identifier(IDENT), payload)
     assert frame.endswith(b',"message":{"b":1, "a":[1,2]}}')
@@ -116,6 +122,7 @@ def test_data_frame_splices_the_payload_without_reencoding() -> None:
 
 
 def test_subprotocol_negotiation_picks_the_first_supported() -> None:
+    """Subprotocol negotiation picks the first supported one the client offers, or none."""
     assert parse_subprotocols("foo, actioncable-v1-json,actioncable-unsupported") == [
         "foo",
         "actioncable-v1-json",

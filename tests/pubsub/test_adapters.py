@@ -20,6 +20,7 @@ NATS_TOKEN = re.compile(r"[A-Za-z0-9_:%-]+")
 
 
 def test_nats_subjects_are_single_safe_tokens() -> None:
+    """Stream names map to single NATS subject tokens: dots, spaces and wildcards are escaped."""
     from cablecar.pubsub.nats import subject_for
 
     assert subject_for("chat_1") == "chat_1"
@@ -37,6 +38,7 @@ def test_nats_subjects_are_single_safe_tokens() -> None:
 
 @given(st.text(max_size=120), st.text(max_size=120))
 def test_nats_subject_mapping_is_injective_and_valid(a: str, b: str) -> None:
+    """Two different stream names never share a NATS subject, and every subject is valid."""
     from cablecar.pubsub.nats import subject_for
 
     assert NATS_TOKEN.fullmatch(subject_for(a))
@@ -44,6 +46,7 @@ def test_nats_subject_mapping_is_injective_and_valid(a: str, b: str) -> None:
 
 
 def test_postgres_channel_names_fit_in_63_bytes() -> None:
+    """PostgreSQL channel names stay within 63 bytes: short names kept, long or odd ones hashed."""
     from cablecar.pubsub.postgres import channel_for
 
     assert channel_for("chat_1") == "chat_1"
@@ -57,6 +60,7 @@ def test_postgres_channel_names_fit_in_63_bytes() -> None:
 
 @given(st.text(max_size=80), st.text(max_size=80))
 def test_postgres_channel_mapping_is_injective(a: str, b: str) -> None:
+    """Two different stream names never share a PostgreSQL channel."""
     from cablecar.pubsub.postgres import channel_for
 
     assert len(channel_for(a).encode("utf-8", "surrogatepass")) <= 63
@@ -68,6 +72,7 @@ def test_postgres_channel_mapping_is_injective(a: str, b: str) -> None:
     ["redis://127.0.0.1:notaport/0", "postgresql://127.0.0.1/db?bogus_option=1", "nats://"],
 )
 def test_bad_urls_are_configuration_errors(url: str) -> None:
+    """Unknown schemes and malformed pub/sub URLs raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         adapter_from_url(url)
 

@@ -83,6 +83,7 @@ def test_channel_names_follow_rails(name: str, expected: str) -> None:
 
 
 def test_underscore_matches_active_support() -> None:
+    """underscore() turns class names into stream prefixes as ActiveSupport does."""
     assert [underscore(s) for s in ("ChatRoom", "HTMLParser", "already_snake", "ABC")] == [
         "chat_room",
         "html_parser",
@@ -120,6 +121,7 @@ def test_memory_url_is_refused() -> None:
 
 
 def test_unknown_scheme_is_refused() -> None:
+    """A Broadcaster for an unknown URL scheme raises ConfigurationError saying so."""
     with pytest.raises(ConfigurationError, match="unknown pub/sub URL scheme"):
         Broadcaster("amqp://127.0.0.1/")
 

@@ -30,6 +30,7 @@ async def join(t: ChannelTester, name: str, room: str = "lobby") -> TestSubscrip
 async def test_a_name_identifies_the_connection_with_a_socket_id(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """The demo connection cleans the name and gives each connection its own short socket id."""
     ada = await cablecar_tester.connect(query={"name": "  Ada\u200b  Lovelace\n"})
     other = await cablecar_tester.connect(query={"name": "Ada Lovelace"})
     assert ada.user_name == "Ada Lovelace"  # invisible characters and spaces cleaned
@@ -41,6 +42,7 @@ async def test_a_name_identifies_the_connection_with_a_socket_id(
 async def test_connections_without_a_usable_name_are_refused(
     cablecar_tester: ChannelTester, query: dict[str, str]
 ) -> None:
+    """The demo refuses connections whose name is missing, blank or too long."""
     assert await cablecar_tester.assert_reject_connection(query=query) == "unauthorized"
 
 
@@ -50,6 +52,7 @@ async def test_connections_without_a_usable_name_are_refused(
 async def test_joining_sends_history_then_announces_the_newcomer(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """Joining a room sends its recent history and members, then the newcomer's own presence join."""
     sub = await join(cablecar_tester, "ada")
     assert sub.confirmed
     sub.assert_has_stream(LOBBY)
@@ -75,6 +78,7 @@ async def test_joining_sends_history_then_announces_the_newcomer(
 async def test_a_room_name_is_cleaned_and_an_invalid_one_is_rejected(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """A room name is cleaned of control characters; an empty, too long or non-string one is rejected."""
     conn = cablecar_tester.stub_connection(user_name="ada", sid="s1")
     new = await conn.subscribe("ChatChannel", room=" Book\u202e club ")
     new.assert_has_stream("demo:chat:Book club")
@@ -87,6 +91,7 @@ async def test_a_room_name_is_cleaned_and_an_invalid_one_is_rejected(
 async def test_a_message_is_broadcast_to_the_room_and_kept_for_newcomers(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """A spoken message is cleaned, broadcast to the room, and sent to the next newcomer as history."""
     ada = await join(cablecar_tester, "ada")
     with cablecar_tester.capture_broadcasts(LOBBY) as messages:
         await ada.perform("speak", body="  hello\r\nworld\x07 ")
@@ -123,6 +128,7 @@ async def test_a_message_is_broadcast_to_the_room_and_kept_for_newcomers(
 async def test_bad_messages_are_refused_to_the_sender_only(
     cablecar_tester: ChannelTester, data: dict[str, object], code: str, text: str
 ) -> None:
+    """An empty, oversized or malformed message gets an error reply to the sender and no broadcast."""
     ada = await join(cablecar_tester, "ada")
     cablecar_tester.clear_broadcasts()
     replies = await ada.perform("speak", data)
@@ -131,6 +137,7 @@ async def test_bad_messages_are_refused_to_the_sender_only(
 
 
 async def test_speaking_too_fast_is_refused(cablecar_tester: ChannelTester) -> None:
+    """The eleventh message within the rate window is refused with a "too fast" error."""
     ada = await join(cablecar_tester, "ada")
     for n in range(10):
         await ada.perform("speak", body=f"message {n}")
@@ -174,6 +181,7 @@ async def rooms_sub(t: ChannelTester) -> tuple[TestConnection, TestSubscription]
 async def test_the_room_list_is_sent_and_new_rooms_are_broadcast(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """The rooms channel sends the room list and broadcasts it again when a room is created."""
     _, sub = await rooms_sub(cablecar_tester)
     sub.assert_has_stream(ROOMS_STREAM)
     assert [r["name"] for r in sub.transmissions[0]["rooms"]] == ["lobby", "python", "random"]
@@ -192,6 +200,7 @@ async def test_the_room_list_is_sent_and_new_rooms_are_broadcast(
 
 
 async def test_creating_a_room_can_be_refused(cablecar_tester: ChannelTester) -> None:
+    """Creating a room with an empty name, or past the room limit, is refused with an error and no broadcast."""
     _, sub = await rooms_sub(cablecar_tester)
     assert await sub.perform("create", name="") == [
         {"type": "error", "code": "invalid", "message": "A room name has 1 to 40 characters."}

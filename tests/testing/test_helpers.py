@@ -39,6 +39,8 @@ async def test_connect_runs_the_connection_class_with_query_headers_and_cookies(
 
 
 async def test_a_plain_def_connect_runs_in_the_thread_pool() -> None:
+    """A plain def connect() runs on a worker thread under ChannelTester, as it does in the server."""
+
     class SyncConnection(Connection):
         identified_by = ("current_user", "thread")
 
@@ -86,6 +88,7 @@ async def test_browsers_from_other_origins_are_refused_as_by_the_transport() -> 
 
 
 async def test_connections_over_max_connections_are_refused_as_by_the_transport() -> None:
+    """ChannelTester refuses a connection past max_connections with the server's reason."""
     async with ChannelTester(make_cable(max_connections=1)) as t:
         await t.connect(query={"user": "bob"})
         with pytest.raises(ConnectionRejected, match="max_connections reached"):
@@ -104,6 +107,7 @@ async def test_stub_connection_skips_connect_and_still_disconnects() -> None:
 
 
 async def test_stub_connection_refuses_names_that_are_not_identifiers() -> None:
+    """stub_connection() with a name the connection does not identify by raises, naming the identifiers."""
     async with ChannelTester(make_cable()) as t:
         with pytest.raises(ValueError) as info:
             t.stub_connection(user="eve")
@@ -160,6 +164,7 @@ async def test_subscribe_confirms_and_shows_the_streams(cablecar_tester: Channel
 
 
 async def test_a_rejected_subscription_has_no_streams(cablecar_tester: ChannelTester) -> None:
+    """A rejected subscription (or one to an unknown channel) is rejected, has no channel and no streams."""
     conn = cablecar_tester.stub_connection(current_user="bob")
     sub = await conn.subscribe("ChatChannel")
     assert sub.rejected and not sub.confirmed
@@ -172,6 +177,8 @@ async def test_a_rejected_subscription_has_no_streams(cablecar_tester: ChannelTe
 async def test_subscribing_with_a_class_that_is_not_registered_is_an_error(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """Subscribing with a channel class the cable does not know raises, listing the registered ones."""
+
     class OtherChannel(ChatChannel):
         pass
 
@@ -205,6 +212,7 @@ async def test_perform_returns_what_the_subscription_received(
 async def test_perform_refuses_actions_the_channel_does_not_have(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """perform() of a misspelt action raises ActionNotAllowed listing the channel's actions."""
     sub = await cablecar_tester.stub_connection(current_user="bob").subscribe(
         "ChatChannel", room="1"
     )
@@ -221,6 +229,7 @@ async def test_perform_refuses_actions_the_channel_does_not_have(
 async def test_unsubscribe_runs_unsubscribed_and_leaves_the_streams(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """unsubscribe() runs unsubscribed(), drops the streams, and a later perform raises."""
     conn = await cablecar_tester.connect(query={"user": "bob"})
     sub = await conn.subscribe("ChatChannel", room="1")
     await sub.unsubscribe()
@@ -248,6 +257,7 @@ async def test_plain_def_channel_code_runs_in_the_thread_pool(
 async def test_custom_stream_callbacks_transform_broadcasts(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """A stream callback's transformed message is what the subscription's transmissions show."""
     sub = await cablecar_tester.stub_connection(current_user="bob").subscribe("ShoutChannel")
     await cablecar_tester.cable.broadcast("news", {"title": "tests are fast"})
     await cablecar_tester.settle()
@@ -258,6 +268,7 @@ async def test_custom_stream_callbacks_transform_broadcasts(
 
 
 async def test_stream_assertions_show_the_streams_found(cablecar_tester: ChannelTester) -> None:
+    """Failed stream assertions name the subscription and list the streams it has."""
     conn = cablecar_tester.stub_connection(current_user="bob")
     sub = await conn.subscribe("ChatChannel", room="1")
     label = 'subscription {"channel":"ChatChannel","room":"1"}'
@@ -289,6 +300,7 @@ async def test_stream_assertions_show_the_streams_found(cablecar_tester: Channel
 async def test_capture_broadcasts_collects_only_inside_the_block(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """capture_broadcasts() holds only what was broadcast inside its block; broadcasts() holds all."""
     sub = await cablecar_tester.stub_connection(current_user="bob").subscribe(
         "ChatChannel", room="1"
     )
@@ -347,6 +359,7 @@ async def test_assert_broadcast_on_lists_the_messages_it_found(
 async def test_broadcast_count_assertions_list_what_was_found(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """Failed broadcast-count assertions say how many were found and list them."""
     with pytest.raises(AssertionError) as info:
         cablecar_tester.assert_broadcasts("chat_1", 1)
     assert str(info.value) == (

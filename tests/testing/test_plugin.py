@@ -47,6 +47,7 @@ def test_every_python_snippet_of_docs_testing_md_is_an_excerpt_of_the_examples()
 
 
 def test_without_a_cablecar_cable_fixture_the_error_says_what_to_write(tmp_path: Path) -> None:
+    """Using cablecar_tester without a cablecar_cable fixture fails with a message saying what fixture to write."""
     (tmp_path / "test_x.py").write_text(
         "import pytest\n\n@pytest.mark.asyncio\nasync def test_x(cablecar_tester):\n    pass\n"
     )
@@ -62,6 +63,7 @@ def test_without_a_cablecar_cable_fixture_the_error_says_what_to_write(tmp_path:
 async def test_the_cable_can_be_chosen_by_indirect_parametrization(
     cablecar_tester: ChannelTester, cablecar_cable: Cable
 ) -> None:
+    """cablecar_tester runs the cable chosen by indirect parametrization, started."""
     assert cablecar_tester.cable is cablecar_cable and cablecar_cable.running
     conn = cablecar_tester.stub_connection(current_user="bob")
     assert (await conn.subscribe("ChatChannel", room="1")).confirmed
@@ -72,6 +74,7 @@ async def test_the_cable_can_be_chosen_by_indirect_parametrization(
 async def test_the_cablecar_marker_sets_the_testers_options(
     cablecar_tester: ChannelTester,
 ) -> None:
+    """The cablecar marker's options reach the tester (raise_errors, timeout)."""
     assert cablecar_tester.raise_errors is False
     assert cablecar_tester.timeout == 2.0
 

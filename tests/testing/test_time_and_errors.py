@@ -40,6 +40,7 @@ async def test_advance_fires_due_timers_in_time_order_without_sleeping() -> None
 
 
 async def test_timers_stop_when_the_subscription_ends() -> None:
+    """Virtual time fires a timer on advance() and not after unsubscribe; time cannot go back."""
     async with ChannelTester(make_cable()) as t:
         sub = await t.stub_connection(current_user="bob").subscribe("ClockChannel")
         await t.advance(1.5)
@@ -51,6 +52,7 @@ async def test_timers_stop_when_the_subscription_ends() -> None:
 
 
 async def test_real_timers_with_virtual_time_off() -> None:
+    """With virtual_time=False timers run on real time and advance() says why it cannot be used."""
     async with ChannelTester(make_cable(), virtual_time=False) as t:
         sub = await t.stub_connection(current_user="bob").subscribe("ClockChannel")
         await t.wait_until(lambda: len(sub.transmissions) >= 1, timeout=5)
@@ -60,6 +62,7 @@ async def test_real_timers_with_virtual_time_off() -> None:
 
 
 def test_the_virtual_clock_runs_calls_in_order_and_skips_cancelled_ones() -> None:
+    """The virtual clock runs due calls in time order and skips cancelled ones."""
     clock = VirtualClock()
     calls: list[str] = []
     clock.call_later(2, calls.append, "b")
@@ -95,6 +98,7 @@ async def test_an_exception_in_an_action_is_raised_by_perform(
 
 
 async def test_exceptions_handled_by_rescue_from_are_not_raised() -> None:
+    """An exception handled by rescue_from becomes the reply and is not recorded as an error."""
     async with ChannelTester(make_cable()) as t:
         sub = await t.stub_connection(current_user="bob").subscribe("ChatChannel", room="1")
         assert await sub.perform("lookup", key="a") == [{"found": 1}]
@@ -103,6 +107,7 @@ async def test_exceptions_handled_by_rescue_from_are_not_raised() -> None:
 
 
 async def test_raise_errors_false_only_records_them(caplog: pytest.LogCaptureFixture) -> None:
+    """With raise_errors=False an action's exception is recorded in tester.errors, not raised."""
     async with ChannelTester(make_cable(), raise_errors=False) as t:
         sub = await t.stub_connection(current_user="bob").subscribe("ChatChannel", room="1")
         with caplog.at_level(logging.CRITICAL):
@@ -113,6 +118,7 @@ async def test_raise_errors_false_only_records_them(caplog: pytest.LogCaptureFix
 async def test_an_exception_in_connect_is_raised_by_connect(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """An exception in connect() is raised by tester.connect() with a note naming where it came from."""
     async with ChannelTester(make_cable()) as t:
         with caplog.at_level(logging.CRITICAL), pytest.raises(RuntimeError) as info:
             await t.connect(query={"user": "crash"})
@@ -123,6 +129,7 @@ async def test_an_exception_in_connect_is_raised_by_connect(
 
 
 async def test_an_action_that_never_returns_fails_with_a_timeout() -> None:
+    """An action that never returns makes perform() fail with a TimeoutError that says why."""
     gate = asyncio.Event()
     GATES.append(gate)
     async with ChannelTester(make_cable(), timeout=0.2) as t:
@@ -157,6 +164,7 @@ async def test_the_tester_starts_and_stops_the_cable_and_it_can_be_tested_again(
 
 
 def test_a_cable_can_be_tested_under_a_new_event_loop_each_time() -> None:
+    """One cable can be tested under asyncio.run() twice, each on its own event loop."""
     cable = make_cable()
 
     async def once(user: str) -> list[object]:

@@ -261,6 +261,7 @@ async def test_endpoint_http_answers(served: Any, ws_connect: ConnectWS, kind: s
 async def test_oversized_message_closes_1009_and_binary_is_ignored(
     served: Any, ws_connect: ConnectWS, kind: str, caplog: Any
 ) -> None:
+    """Under an ASGI server a binary frame is ignored and logged, and an oversized message closes with 1009."""
     server = await served(echo_cable(max_message_size=1000).asgi(), kind)
     c = await ws_connect(server.url)
     await c.subscribe(ECHO)
@@ -300,6 +301,7 @@ async def test_input_backpressure_pauses_reading_and_loses_nothing(
 async def test_connection_limit_refuses_with_503(
     served: Any, ws_connect: ConnectWS, kind: str
 ) -> None:
+    """Under an ASGI server the connection past max_connections is refused with 503."""
     server = await served(echo_cable(max_connections=1).asgi(), kind)
     await ws_connect(server.url)
     with pytest.raises(InvalidStatus) as info:

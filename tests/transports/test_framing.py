@@ -38,6 +38,7 @@ def client_frame(
 
 
 def test_text_frames_of_every_length_class_round_trip() -> None:
+    """Text frames with 7-bit, 16-bit and 64-bit lengths parse to the payload sent."""
     p = FrameParser(max_size=1 << 20)
     for size in (0, 1, 125, 126, 65535, 65536, 300_000):
         payload = b"x" * size
@@ -47,6 +48,7 @@ def test_text_frames_of_every_length_class_round_trip() -> None:
 
 
 def test_frames_split_across_reads_are_reassembled() -> None:
+    """Frames fed one byte at a time come out whole and in order."""
     data = client_frame(b"hello") + client_frame(b"world")
     p = FrameParser(max_size=1024)
     out = []
@@ -56,6 +58,7 @@ def test_frames_split_across_reads_are_reassembled() -> None:
 
 
 def test_fragmented_message_is_reassembled_with_control_frames_between() -> None:
+    """A fragmented message with a ping between its fragments gives the ping first, then the whole message."""
     p = FrameParser(max_size=1024)
     frames = p.feed(
         client_frame(b"hel", fin=False)
@@ -95,6 +98,7 @@ def test_fragmented_message_is_reassembled_with_control_frames_between() -> None
     ],
 )
 def test_violations_raise_with_the_close_code(data: bytes, code: int) -> None:
+    """Each RFC 6455 violation raises FrameError with the close code the connection must get."""
     with pytest.raises(FrameError) as info:
         FrameParser(max_size=1024).feed(data)
     assert info.value.code == code
@@ -109,6 +113,7 @@ def test_oversized_frame_is_refused_from_its_header_alone() -> None:
 
 
 def test_server_frames() -> None:
+    """Server frames are unmasked and use the shortest length encoding; close frames carry their code."""
     assert text_frame(b"hi") == b"\x81\x02hi"
     assert text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
     assert text_frame(b"x" * 70000)[:2] == b"\x81\x7f"
@@ -133,6 +138,7 @@ def test_any_byte_stream_either_parses_or_raises_frame_error(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(max_size=200), min_size=1, max_size=5))
 def test_valid_text_frames_always_round_trip(texts: list[str]) -> None:
+    """Any valid texts, framed by a client, parse back to the same texts."""
     p = FrameParser(max_size=1 << 16)
     data = b"".join(client_frame(t.encode()) for t in texts)
     assert [f.payload.decode() for f in p.feed(data)] == texts

@@ -20,6 +20,7 @@ GOOD = (
 
 
 def test_parse_a_valid_upgrade() -> None:
+    """A valid upgrade request parses to its method, path, query and headers (repeated headers joined)."""
     head = parse_head(GOOD)
     assert (head.method, head.path, head.query_string) == ("GET", "/cable", "user=bob")
     assert head.headers["host"] == "example.com"
@@ -28,6 +29,7 @@ def test_parse_a_valid_upgrade() -> None:
 
 
 def test_accept_key_matches_rfc6455_example() -> None:
+    """The Sec-WebSocket-Accept key matches RFC 6455's example; the subprotocol header is sent only when chosen."""
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     resp = build_switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", "actioncable-v1-json")
     assert b"Sec-WebSocket-Protocol: actioncable-v1-json\r\n" in resp
@@ -49,6 +51,7 @@ def test_accept_key_matches_rfc6455_example() -> None:
     ],
 )
 def test_malformed_heads(head: bytes, status: int) -> None:
+    """Malformed request heads raise HandshakeError with the status to answer."""
     with pytest.raises(HandshakeError) as info:
         parse_head(head)
     assert info.value.status == status
@@ -65,6 +68,7 @@ def test_malformed_heads(head: bytes, status: int) -> None:
     ],
 )
 def test_bad_upgrades_are_refused_with_a_status(change: tuple[bytes, bytes], status: int) -> None:
+    """Upgrade requests missing or breaking a required header are refused with their status."""
     with pytest.raises(HandshakeError) as info:
         validate_upgrade(parse_head(GOOD.replace(*change)))
     assert info.value.status == status
