@@ -13,8 +13,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-#: Scale every timeout in the tests (slow machines): CABLECAR_TESTS_TIMEOUT_FACTOR=2.
-TIMEOUT = float(os.environ.get("CABLECAR_TESTS_TIMEOUT_FACTOR", "1")) * 5.0
+from .timing import TIMEOUT
 
 pytest_plugins = (
     ["tests.services_fixtures"]

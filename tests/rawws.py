@@ -15,12 +15,11 @@ from typing import Any
 
 import orjson
 
+from .timing import TIMEOUT
+
 __all__ = ["CLOSE", "PING", "PONG", "TEXT", "Closed", "RawWS", "build_frame", "http_request"]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-#: Seconds any single wait may take (scaled like the rest of the suite).
-TIMEOUT = float(os.environ.get("CABLECAR_TESTS_TIMEOUT_FACTOR", "1")) * 5.0
 
 
 class Closed(Exception):

@@ -16,7 +16,6 @@ ERROR. With ``-s`` the module prints how many inputs it tried.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import socket
@@ -36,6 +35,8 @@ from cablecar.errors import InvalidCommand
 from cablecar.protocol import Perform, Subscribe, Unsubscribe, parse_command, parse_identifier
 from cablecar.transports.standalone import Server, serve
 from cablecar.transports.standalone.framing import FrameError, FrameParser
+
+from .rawws import build_frame, http_request
 
 EXAMPLES = int(os.environ.get("CABLECAR_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
@@ -162,20 +163,6 @@ def test_well_formed_commands_round_trip(identifier: str, action: str, extra: An
     assert got == Perform(identifier, action or "receive", data)
 
 
-def mask_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = bytes((b0, 0x80 | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((b0, 0x80 | 127)) + struct.pack("!Q", n)
-    key = b"\x01\x02\x03\x04"
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
-
-
 @FUZZ
 @given(st.binary(max_size=300), st.lists(st.integers(1, 50), max_size=10))
 def test_frame_parser_only_ever_raises_frame_error(data: bytes, cuts: list[int]) -> None:
@@ -208,7 +195,7 @@ def test_frame_parser_reassembles_valid_frames_split_anywhere(
     """Valid frames split at any byte come out of the parser whole and in order."""
     TRIED["frame_parser_frames"] += 1
     frames = [(op, p if op != 0x1 else p.decode("latin-1").encode()) for op, p in frames]
-    wire = b"".join(mask_frame(op, p) for op, p in frames)
+    wire = b"".join(build_frame(op, p) for op, p in frames)
     parser = FrameParser(1 << 20)
     got = []
     for i in range(0, len(wire), chunk):
@@ -328,7 +315,8 @@ class LiveServer:
 
 
 class SyncWS:
-    """A blocking client: enough to fuzz with and to read what the server answers."""
+    """A blocking client over :mod:`tests.rawws`' frames (hypothesis drives tests from
+    plain functions): enough to fuzz with and to read what the server answers."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -343,14 +331,7 @@ class SyncWS:
     @classmethod
     def open(cls, port: int, path: str) -> SyncWS:
         ws = cls.connect(port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        ws.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
-            ).encode()
-        )
+        ws.sock.sendall(http_request(path))
         while b"\r\n\r\n" not in ws.buf:
             chunk = ws.sock.recv(65536)
             assert chunk, "closed during the handshake"
@@ -388,7 +369,7 @@ class SyncWS:
                     return msg
 
     def send_json(self, obj: Any) -> None:
-        self.sock.sendall(mask_frame(0x1, orjson.dumps(obj)))
+        self.sock.sendall(build_frame(0x1, orjson.dumps(obj)))
 
 
 @pytest.fixture(scope="module")
@@ -409,7 +390,7 @@ def live() -> Iterator[LiveServer]:
 wire_frames = st.lists(
     st.one_of(
         # valid text frames carrying (mostly) nearly valid commands
-        command_bytes.map(lambda p: mask_frame(0x1, p)),
+        command_bytes.map(lambda p: build_frame(0x1, p)),
         # anything at all in the header bits
         st.builds(
             lambda fin, rsv, op, masked, payload: (
@@ -427,14 +408,14 @@ wire_frames = st.lists(
         ),
         # fragments
         st.builds(
-            lambda op, fin, payload: mask_frame(op, payload, fin=fin),
+            lambda op, fin, payload: build_frame(op, payload, fin=fin),
             st.sampled_from([0x0, 0x1, 0x2]),
             st.booleans(),
             command_bytes,
         ),
         # control frames
         st.builds(
-            lambda op, p: mask_frame(op, p),
+            lambda op, p: build_frame(op, p),
             st.sampled_from([0x8, 0x9, 0xA]),
             st.binary(max_size=130),
         ),
@@ -453,7 +434,7 @@ def exchange(port: int, wire: bytes) -> bool:
     answered = False
     try:
         subscribe = b'{"command":"subscribe","identifier":"{\\"channel\\":\\"FuzzChannel\\"}"}'
-        ws.sock.sendall(mask_frame(0x1, subscribe) + wire + mask_frame(0x9, b"end-of-example"))
+        ws.sock.sendall(build_frame(0x1, subscribe) + wire + build_frame(0x9, b"end-of-example"))
         # EOF from us: a frame whose length lied is never completed, and the server
         # must close the connection rather than wait.
         ws.sock.shutdown(socket.SHUT_WR)
@@ -488,7 +469,7 @@ def test_live_server_survives_any_commands(live: LiveServer, payloads: list[byte
     """Any command texts sent to a live server leave it serving well-behaved clients."""
     TRIED["live_commands"] += 1
     TRIED["live_commands_still_open"] += exchange(
-        live.port, b"".join(mask_frame(0x1, p) for p in payloads)
+        live.port, b"".join(build_frame(0x1, p) for p in payloads)
     )
     live.check()
 

@@ -30,6 +30,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
 from ..proxy import CuttableProxy  # noqa: E402
+from ..timing import FACTOR  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -43,8 +44,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-#: Scale every wait (slow machines): CABLECAR_TESTS_TIMEOUT_FACTOR=2.
-FACTOR = float(os.environ.get("CABLECAR_TESTS_TIMEOUT_FACTOR", "1"))
 WAIT_MS = 5000 * FACTOR
 #: A delay shown in milliseconds (push is never seconds late on one machine).
 IN_MILLISECONDS = re.compile(r"^\d+ ms$")

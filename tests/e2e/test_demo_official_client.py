@@ -25,9 +25,10 @@ import websockets
 from cablecar.demo.app import DemoCable
 from cablecar.transports.standalone import Server
 
+from ..timing import TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[2]
 JS_TEST = ROOT / "tests" / "js" / "demo_official_client.test.mjs"
-TIMEOUT = float(os.environ.get("CABLECAR_TESTS_TIMEOUT_FACTOR", "1")) * 5.0
 
 StartServer = Callable[..., Awaitable[Server]]
 

@@ -1,4 +1,5 @@
-"""The protocol layer: client commands parsed into typed values, server frames built."""
+"""protocol/commands.py: client commands parsed into typed values (and subprotocols
+negotiated)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from cablecar.protocol import (
     Subscribe,
     Unsubscribe,
     choose_subprotocol,
-    frames,
     parse_command,
     parse_identifier,
     parse_subprotocols,
@@ -86,39 +86,6 @@ def test_bad_identifiers(ident: str) -> None:
 def test_identifier_params_include_channel() -> None:
     """A parsed identifier gives the channel name and all params, the channel included."""
     assert parse_identifier(IDENT) == ("ChatChannel", {"channel": "ChatChannel", "room": "1"})
-
-
-def test_frames_have_the_exact_action_cable_shapes() -> None:
-    """Welcome, ping, confirm, reject and disconnect frames have Action Cable's exact JSON shapes."""
-    ident = frames.encode_identifier(IDENT)
-    assert orjson.loads(frames.WELCOME) == {"type": "welcome"}
-    assert orjson.loads(frames.ping(1700000000)) == {"type": "ping", "message": 1700000000}
-    assert orjson.loads(frames.confirm(ident)) == {
-        "identifier": IDENT,
-        "type": "confirm_subscription",
-    }
-    assert orjson.loads(frames.reject(ident)) == {
-        "identifier": IDENT,
-        "type": "reject_subscription",
-    }
-    assert orjson.loads(frames.disconnect("unauthorized", False)) == {
-        "type": "disconnect",
-        "reason": "unauthorized",
-        "reconnect": False,
-    }
-    assert orjson.loads(frames.disconnect(None, True)) == {
-        "type": "disconnect",
-        "reason": None,
-        "reconnect": True,
-    }
-
-
-def test_data_frame_splices_the_payload_without_reencoding() -> None:
-    """A data frame carries the broadcast payload's bytes as sent (spacing and key order kept)."""
-    payload = b'{"b":1, "a":[1,2]}'  # spacing and key order survive: no decode/encode
-    frame = frames.data_frame(frames.encode_identifier(IDENT), payload)
-    assert frame.endswith(b',"message":{"b":1, "a":[1,2]}}')
-    assert orjson.loads(frame) == {"identifier": IDENT, "message": {"b": 1, "a": [1, 2]}}
 
 
 def test_subprotocol_negotiation_picks_the_first_supported() -> None:

@@ -8,7 +8,6 @@ from ``tests/services_fixtures.py``, loaded by ``tests/conftest.py``.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 
 from cablecar.pubsub import MemoryPubSub, PubSub, adapter_from_url
 
-#: Scale every wait (slow machines): CABLECAR_TESTS_TIMEOUT_FACTOR=2.
-FACTOR = float(os.environ.get("CABLECAR_TESTS_TIMEOUT_FACTOR", "1"))
+from ..timing import FACTOR
+
 #: How long to wait for a message that should arrive.
 WAIT = 5.0 * FACTOR
 #: How long to wait to be reasonably sure a message will not arrive (Rails uses 0.2 s).
