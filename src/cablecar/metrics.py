@@ -34,6 +34,75 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SNAPSHOT_EVERY = 2.0
 
 
+#: Metrics with one value: (kind, name, help, key in the summed figures).
+_METRICS = (
+    ("gauge", "cablecar_workers", "Processes serving this cable", "workers"),
+    ("gauge", "cablecar_connections", "Connections open (welcomed)", "connections"),
+    ("gauge", "cablecar_sockets", "Sockets open, connect() included", "sockets"),
+    ("counter", "cablecar_connections_opened", "Connections opened since start",
+     "connections_total"),
+    ("counter", "cablecar_subscriptions_rejected", "Subscriptions answered reject_subscription",
+     "rejected_subscriptions"),
+    ("gauge", "cablecar_streams", "Streams with local subscribers", "streams"),
+    ("counter", "cablecar_broadcasts", "Broadcasts published by this cable", "broadcasts_total"),
+    ("gauge", "cablecar_outbox_waiting", "Broadcasts waiting for the pub/sub service",
+     "outbox_waiting"),
+    ("counter", "cablecar_outbox_overflowed", "Broadcasts refused with OutboxFull",
+     "outbox_overflowed"),
+    ("counter", "cablecar_outbox_expired", "Waiting broadcasts dropped after outbox_age",
+     "outbox_expired"),
+    ("counter", "cablecar_outbox_delivered_late", "Broadcasts that waited, then were published",
+     "outbox_delivered_late"),
+    ("counter", "cablecar_deliveries", "Broadcast messages written to clients",
+     "deliveries_total"),
+    ("counter", "cablecar_delivered_bytes", "JSON bytes of broadcast messages written",
+     "bytes_out"),
+    ("counter", "cablecar_slow_consumers", "Connections cut for not reading their output",
+     "slow_consumers"),
+    ("counter", "cablecar_throttled_commands", "Commands that waited for the rate limit",
+     "throttled_commands"),
+    ("counter", "cablecar_resumed_sessions", "Sessions resumed (history=True)",
+     "resumed_sessions"),
+    ("gauge", "cablecar_presence_records", "Presence records of connected sessions",
+     "presence_records"),
+    ("gauge", "cablecar_pubsub_subscribes_in_flight",
+     "Adapter subscribes waiting for the broker (stuck: the broker is down)",
+     "subscribes_in_flight"),
+    ("gauge", "cablecar_pubsub_connected", "Workers whose pub/sub listener is connected",
+     "pubsub_connected"),
+    ("counter", "cablecar_pubsub_reconnects",
+     "Times a pub/sub listener came back after losing the broker", "pubsub_reconnects"),
+    ("gauge", "cablecar_history_entries",
+     "Broadcasts kept for recovery (history=True; in-process store only)", "history_entries"),
+    ("gauge", "cablecar_event_loop_lag_seconds", "Last measured loop lag", "loop_lag"),
+    ("gauge", "cablecar_event_loop_lag_max_seconds", "Worst loop lag since start",
+     "loop_lag_max"),
+)  # fmt: skip
+
+#: Metrics by one label: (kind, name, help, label, key of a {label value: n} figure).
+_LABELLED = (
+    ("counter", "cablecar_connections_closed", "Connections closed, by reason", "reason",
+     "closed"),
+    ("counter", "cablecar_connections_rejected",
+     "Upgrades refused before a connection opened, by HTTP status", "status",
+     "rejected_connections"),
+    ("gauge", "cablecar_subscriptions", "Subscriptions, by channel", "channel",
+     "subscriptions_by_channel"),
+    ("counter", "cablecar_history_recoveries", "History requests, by outcome", "outcome",
+     "history_recoveries"),
+)  # fmt: skip
+
+#: Histograms without labels: (name, help, key of a (count, seconds, buckets) figure, bounds).
+_HISTOGRAMS = (
+    ("cablecar_publish_duration_seconds",
+     "Broadcasts published by the cable and how long publishing took", "publish",
+     ACTION_BUCKETS),
+    ("cablecar_delivery_latency_seconds",
+     "From cable.broadcast to the last socket write, one broadcast in 64", "delivery_latency",
+     LATENCY_BUCKETS),
+)  # fmt: skip
+
+
 def snapshot(cable: Cable) -> dict[str, Any]:
     """This process's figures as JSON-able values."""
     stats = cable.statistics()
@@ -98,160 +167,37 @@ def render(cable: Cable) -> bytes:
 
     snaps = _snapshots(cable)
     total = _sum(snaps)
-    lag_max = max(s.get("loop_lag_max", 0.0) for s in snaps)
+    values = {
+        **total,
+        "workers": len(snaps),
+        "loop_lag_max": max(s.get("loop_lag_max", 0.0) for s in snaps),
+        **{f"outbox_{k}": v for k, v in (total.get("outbox") or {}).items()},
+    }
+    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
+
+    def histogram(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+        return HistogramMetricFamily(name, doc, labels=labels)
 
     class _Collector:
         def collect(self) -> Iterator[Any]:
-            def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-                return GaugeMetricFamily(name, doc, value=value)
-
-            def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-                return CounterMetricFamily(name, doc, value=value)
-
-            yield gauge("cablecar_workers", "Processes serving this cable", len(snaps))
-            yield gauge("cablecar_connections", "Connections open (welcomed)", total["connections"])
-            yield gauge("cablecar_sockets", "Sockets open, connect() included", total["sockets"])
-            yield counter(
-                "cablecar_connections_opened",
-                "Connections opened since start",
-                total["connections_total"],
-            )
-            closed = CounterMetricFamily(
-                "cablecar_connections_closed", "Connections closed, by reason", labels=["reason"]
-            )
-            for reason, n in sorted(total["closed"].items()):
-                closed.add_metric([reason], n)
-            yield closed
-            refused = CounterMetricFamily(
-                "cablecar_connections_rejected",
-                "Upgrades refused before a connection opened, by HTTP status",
-                labels=["status"],
-            )
-            for status, n in sorted(total["rejected_connections"].items()):
-                refused.add_metric([str(status)], n)
-            yield refused
-            subs = GaugeMetricFamily(
-                "cablecar_subscriptions", "Subscriptions, by channel", labels=["channel"]
-            )
-            for channel, n in sorted(total["subscriptions_by_channel"].items()):
-                subs.add_metric([channel], n)
-            yield subs
-            yield counter(
-                "cablecar_subscriptions_rejected",
-                "Subscriptions answered reject_subscription",
-                total["rejected_subscriptions"],
-            )
-            yield gauge("cablecar_streams", "Streams with local subscribers", total["streams"])
-            yield counter(
-                "cablecar_broadcasts",
-                "Broadcasts published by this cable",
-                total["broadcasts_total"],
-            )
-            outbox = total.get("outbox") or {}
-            yield gauge(
-                "cablecar_outbox_waiting",
-                "Broadcasts waiting for the pub/sub service",
-                outbox.get("waiting", 0),
-            )
-            yield counter(
-                "cablecar_outbox_overflowed",
-                "Broadcasts refused with OutboxFull",
-                outbox.get("overflowed", 0),
-            )
-            yield counter(
-                "cablecar_outbox_expired",
-                "Waiting broadcasts dropped after outbox_age",
-                outbox.get("expired", 0),
-            )
-            yield counter(
-                "cablecar_outbox_delivered_late",
-                "Broadcasts that waited, then were published",
-                outbox.get("delivered_late", 0),
-            )
-            yield counter(
-                "cablecar_deliveries",
-                "Broadcast messages written to clients",
-                total["deliveries_total"],
-            )
-            yield counter(
-                "cablecar_delivered_bytes",
-                "JSON bytes of broadcast messages written",
-                total["bytes_out"],
-            )
-            yield counter(
-                "cablecar_slow_consumers",
-                "Connections cut for not reading their output",
-                total["slow_consumers"],
-            )
-            yield counter(
-                "cablecar_throttled_commands",
-                "Commands that waited for the rate limit",
-                total["throttled_commands"],
-            )
-            yield counter(
-                "cablecar_resumed_sessions",
-                "Sessions resumed (history=True)",
-                total["resumed_sessions"],
-            )
-            recoveries = CounterMetricFamily(
-                "cablecar_history_recoveries", "History requests, by outcome", labels=["outcome"]
-            )
-            for outcome, n in sorted(total["history_recoveries"].items()):
-                recoveries.add_metric([outcome], n)
-            yield recoveries
-            yield gauge(
-                "cablecar_presence_records",
-                "Presence records of connected sessions",
-                total["presence_records"],
-            )
-            yield gauge(
-                "cablecar_pubsub_subscribes_in_flight",
-                "Adapter subscribes waiting for the broker (stuck: the broker is down)",
-                total["subscribes_in_flight"],
-            )
-            yield gauge(
-                "cablecar_pubsub_connected",
-                "Workers whose pub/sub listener is connected",
-                total["pubsub_connected"],
-            )
-            yield counter(
-                "cablecar_pubsub_reconnects",
-                "Times a pub/sub listener came back after losing the broker",
-                total["pubsub_reconnects"],
-            )
-            count, seconds, buckets = total["publish"]
-            publish = HistogramMetricFamily(
-                "cablecar_publish_duration_seconds",
-                "Broadcasts published by the cable and how long publishing took",
-                labels=[],
-            )
-            publish.add_metric([], _cumulative(buckets, count), seconds)
-            yield publish
-            count, seconds, buckets = total["delivery_latency"]
-            latency = HistogramMetricFamily(
-                "cablecar_delivery_latency_seconds",
-                "From cable.broadcast to the last socket write, one broadcast in 64",
-                labels=[],
-            )
-            latency.add_metric([], _cumulative(buckets, count, LATENCY_BUCKETS), seconds)
-            yield latency
-            yield gauge(
-                "cablecar_history_entries",
-                "Broadcasts kept for recovery (history=True; in-process store only)",
-                total["history_entries"],
-            )
-            yield gauge(
-                "cablecar_event_loop_lag_seconds", "Last measured loop lag", total["loop_lag"]
-            )
-            yield gauge(
-                "cablecar_event_loop_lag_max_seconds", "Worst loop lag since start", lag_max
-            )
-            actions = HistogramMetricFamily(
+            for kind, name, doc, key in _METRICS:
+                yield kinds[kind](name, doc, value=values.get(key, 0))
+            for kind, name, doc, label, key in _LABELLED:
+                metric = kinds[kind](name, doc, labels=[label])
+                for value, n in sorted(values[key].items()):
+                    metric.add_metric([str(value)], n)
+                yield metric
+            for name, doc, key, bounds in _HISTOGRAMS:
+                count, seconds, buckets = values[key]
+                metric = histogram(name, doc, [])
+                metric.add_metric([], _cumulative(buckets, count, bounds), seconds)
+                yield metric
+            actions = histogram(
                 "cablecar_action_duration_seconds",
                 "Channel actions performed, by channel and action",
-                labels=["channel", "action"],
+                ["channel", "action"],
             )
-            for key, (count, seconds, buckets) in sorted(total["actions"].items()):
+            for key, (count, seconds, buckets) in sorted(values["actions"].items()):
                 channel, _, action = key.partition("#")
                 actions.add_metric([channel, action], _cumulative(buckets, count), seconds)
             yield actions

@@ -459,34 +459,41 @@ class Session:
                 return
         connection = runtime.connection_class(self, self.request)
         self.connection = connection
-        timeout = runtime.config.connect_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await call_user(runtime.pool, connection.connect)
-        except Unauthorized:
-            logger.info("%s: connection rejected (unauthorized)", self)
-            self.close(DisconnectReason.UNAUTHORIZED, False)
-            return
-        except TimeoutError:
-            logger.error("%s: connect() took over %ss; closing", self, timeout)
-            self.close(DisconnectReason.INVALID_REQUEST, True)
-            return
-        except BaseException as exc:
-            if _propagates(exc):
-                raise
-            logger.error(
-                "%s: %s#connect raised %s",
-                self,
-                type(connection).__name__,
-                type(exc).__name__,
-                exc_info=exc,
-            )
-            runtime.report_error(exc, {"connection": connection, "callback": "connect"})
-            self.close(DisconnectReason.INVALID_REQUEST, True)
+        if not await self._connection_callback(connection, "connect"):
             return
         if self.state != State.CONNECTING:
             return  # the client left while connect() ran
         self._welcome()
+
+    async def _connection_callback(self, connection: Connection, name: str) -> bool:
+        """Run ``connection.connect()`` (bounded by ``connect_timeout``) or
+        ``connection.restored()``; when it refuses, overruns or raises, close the socket
+        as Action Cable does and return False."""
+        runtime = self.runtime
+        timeout = runtime.config.connect_timeout if name == "connect" else None
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                await call_user(runtime.pool, getattr(connection, name))
+        except Unauthorized:
+            what = "connection" if name == "connect" else "resume"
+            logger.info("%s: %s rejected (unauthorized)", self, what)
+            self.close(DisconnectReason.UNAUTHORIZED, False)
+            return False
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
+            if scope.expired():
+                logger.error("%s: %s() took over %ss; closing", self, name, timeout)
+            else:
+                logger.error(
+                    "%s: %s#%s raised %s", self, type(connection).__name__, name,
+                    type(exc).__name__, exc_info=exc,
+                )  # fmt: skip
+                runtime.report_error(exc, {"connection": connection, "callback": name})
+            self.close(DisconnectReason.INVALID_REQUEST, True)
+            return False
+        return True
 
     def _welcome(self, restored_ids: list[str] | None = None) -> None:
         self.state = State.OPEN
@@ -558,24 +565,7 @@ class Session:
         self.connection = connection
         for name in type(connection).identified_by:
             setattr(connection, name, ids.get(name))
-        try:
-            await call_user(runtime.pool, connection.restored)
-        except Unauthorized:
-            logger.info("%s: resume rejected (unauthorized)", self)
-            self.close(DisconnectReason.UNAUTHORIZED, False)
-            return True
-        except BaseException as exc:
-            if _propagates(exc):
-                raise
-            logger.error(
-                "%s: %s#restored raised %s",
-                self,
-                type(connection).__name__,
-                type(exc).__name__,
-                exc_info=exc,
-            )
-            runtime.report_error(exc, {"connection": connection, "callback": "restored"})
-            self.close(DisconnectReason.INVALID_REQUEST, True)
+        if not await self._connection_callback(connection, "restored"):
             return True
         if self.state != State.CONNECTING:
             return True
@@ -666,14 +656,10 @@ class Session:
         elif isinstance(command, Subscribe):
             await self._subscribe(command.identifier, command.history, command.presence)
         elif isinstance(command, Unsubscribe):
-            sub = self.subscriptions.pop(command.identifier, None)
+            sub = self._subscription(command.identifier, "unsubscribe from")
             if sub is None:
-                self.warn_once(
-                    "unknown_subscription",
-                    "unsubscribe from unknown subscription %s",
-                    short(command.identifier),
-                )
                 return
+            del self.subscriptions[command.identifier]
             await self._unsubscribe(sub)
             if self.sid is not None:
                 self.runtime.save_session(self)
@@ -682,9 +668,8 @@ class Session:
         elif isinstance(command, Whisper):
             await self._whisper(command)
         elif isinstance(command, Join):
-            sub = self.subscriptions.get(command.identifier)
+            sub = self._subscription(command.identifier, "join for")
             if sub is None:
-                self.warn_once("unknown_subscription", "join for unknown subscription")
                 return
             await self.presence_join(sub, command.id, command.info)
         elif isinstance(command, Leave):
@@ -788,14 +773,19 @@ class Session:
         for hook in sub.hooks("after_subscribe"):
             await self._call(sub, hook, "after_subscribe")
 
-    async def _perform(self, command: Perform) -> None:
-        sub = self.subscriptions.get(command.identifier)
+    def _subscription(self, identifier: str, what: str) -> Subscription | None:
+        """The subscription of ``identifier``; None (logged once per connection) when
+        the client holds none: ``what`` names the command ("message for")."""
+        sub = self.subscriptions.get(identifier)
         if sub is None:
             self.warn_once(
-                "unknown_subscription",
-                "message for unknown subscription %s",
-                short(command.identifier),
+                "unknown_subscription", "%s unknown subscription %s", what, short(identifier)
             )
+        return sub
+
+    async def _perform(self, command: Perform) -> None:
+        sub = self._subscription(command.identifier, "message for")
+        if sub is None:
             return
         action = sub.spec.actions.get(command.action)
         if action is None:
@@ -960,13 +950,8 @@ class Session:
     # -- history (extended protocol) --------------------------------------------------------
 
     async def _history_command(self, command: History) -> None:
-        sub = self.subscriptions.get(command.identifier)
+        sub = self._subscription(command.identifier, "history for")
         if sub is None:
-            self.warn_once(
-                "unknown_subscription",
-                "history for unknown subscription %s",
-                short(command.identifier),
-            )
             self.send(frames.reject_history(frames.encode_identifier(command.identifier)))
             return
         if not self.ext:

@@ -198,18 +198,25 @@ _PING = Ping()
 _PONG = Pong()
 
 
+def _object(text: bytes | str, what: str, not_json: str, not_object: str) -> dict[str, Any]:
+    """``text`` decoded as a JSON object; else :class:`InvalidCommand` of kind
+    ``not_json`` or ``not_object``, saying what ``what`` was."""
+    try:
+        obj = _json.loads(text)
+    except _json.JSONDecodeError:
+        raise InvalidCommand(not_json, f"{what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise InvalidCommand(not_object, f"{what} is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
 def parse_command(frame: bytes | str) -> AnyCommand:
     """Parse one text frame's payload into a command.
 
     Raises:
         InvalidCommand: the frame is not a well-formed command.
     """
-    try:
-        obj = _json.loads(frame)
-    except _json.JSONDecodeError:
-        raise InvalidCommand("not_json", "frame is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise InvalidCommand("not_object", f"frame is a JSON {type(obj).__name__}, not an object")
+    obj = _object(frame, "frame", "not_json", "not_object")
     command = obj.get("command")
     identifier = obj.get("identifier")
     if not isinstance(command, str):
@@ -248,12 +255,7 @@ def parse_command(frame: bytes | str) -> AnyCommand:
         raw = obj.get("data")
         if not isinstance(raw, str):
             raise InvalidCommand("bad_data", f"data must be a JSON string, got {_short(raw)}")
-        try:
-            data = _json.loads(raw)
-        except _json.JSONDecodeError:
-            raise InvalidCommand("bad_data", "data is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidCommand("bad_data", f"data is a JSON {type(data).__name__}, not an object")
+        data = _object(raw, "data", "bad_data", "bad_data")
         action = data.get("action")
         if action is None or action == "":
             action = "receive"
@@ -269,12 +271,7 @@ def parse_identifier(identifier: str) -> tuple[str, dict[str, Any]]:
     Raises:
         InvalidCommand: not a JSON object, or no string ``channel``.
     """
-    try:
-        params = _json.loads(identifier)
-    except _json.JSONDecodeError:
-        raise InvalidCommand("bad_identifier", "identifier is not valid JSON") from None
-    if not isinstance(params, dict):
-        raise InvalidCommand("bad_identifier", "identifier is not a JSON object")
+    params = _object(identifier, "identifier", "bad_identifier", "bad_identifier")
     channel = params.get("channel")
     if not isinstance(channel, str) or not channel:
         raise InvalidCommand("bad_identifier", "identifier has no channel")
