@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cablecar"
 #: The first matching prefix of a module's dotted name (without ``cablecar.``) wins.
 LAYERS: list[tuple[str, ...]] = [
     # 0: leaves, importable from everywhere; they import no cablecar module but each other
-    ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "protocol"),
+    ("errors", "_json", "_logging", "_urls", "_backoff", "_version", "_cli_help", "protocol"),
     # 1: values and contracts the core is written against
     ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory", "_stats"),
     ("_outbox",),

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from . import _json
+from ._cli_help import HelpFormatter
 from .broadcast import Broadcaster
 from .errors import AdapterError, ConfigurationError
 
@@ -35,6 +36,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Publish one JSON message to STREAM through the pub/sub service the cablecar "
             "servers use; every subscriber of STREAM on every server receives it."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("stream", metavar="STREAM", help="the stream name, e.g. chat_1")
     parser.add_argument(

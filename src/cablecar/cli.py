@@ -12,10 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cli_help import HelpFormatter
 from ._version import __version__
 
 __all__ = ["load_cable", "main"]
@@ -47,7 +49,11 @@ def load_cable(target: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise SystemExit(f"cablecar: cannot import {module_name!r}: {exc}") from None
+            if exc.name is not None and module_name.startswith(exc.name):
+                raise SystemExit(f"cablecar: cannot import {module_name!r}: {exc}") from None
+            raise SystemExit(  # the app was found; something it imports was not
+                f"cablecar: cannot import {module_name!r}: {exc} ({_where(exc)})"
+            ) from None
     obj = module
     for part in attr.split("."):
         try:
@@ -55,6 +61,16 @@ def load_cable(target: str) -> Any:
         except AttributeError:
             raise SystemExit(f"cablecar: {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the application code that raised ``exc`` (the innermost frame
+    outside Python's import machinery)."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")
+    ]
+    frame = next((f for f in reversed(frames) if f.filename != __file__), None)
+    return f"raised at {frame.filename}:{frame.lineno}" if frame else "no traceback"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -98,7 +114,16 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
+    try:
+        run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
+    except OSError as exc:  # the port is taken, the address is not this machine's...
+        print(
+            f"cablecar: cannot listen on {args.host}:{args.port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc} "
+            "(another server on that port? choose one with --port)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -211,16 +236,22 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cablecar", description="Action Cable for Python")
     parser.add_argument("--version", action="version", version=f"cablecar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a Cable: cablecar serve app:cable")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a Cable: cablecar serve app:cable",
+        description="Serve a cablecar.Cable on the standalone (uvloop) server.",
+        formatter_class=HelpFormatter,
+    )
     serve.add_argument("app", help="module:attr or path/to/file.py:attr naming a cablecar.Cable")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     serve.add_argument(
         "--pubsub",
         "--adapter",
         dest="pubsub",
         default=None,
-        help="pub/sub URL: memory:// (default), redis://..., postgresql://..., nats://...",
+        help="pub/sub URL: memory://, redis://..., postgresql://..., nats://... "
+        "(default: the Cable's own)",
     )
     serve.add_argument(
         "--channel-prefix", default=None, help="prefix for stream names in the pub/sub service"
@@ -235,7 +266,10 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         help="allow this browser Origin (repeatable; '*' allows all)",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="the least severe log lines shown",
+    )  # fmt: skip
     serve.add_argument(
         "--log-format",
         default="text",
@@ -243,13 +277,38 @@ def _build_parser() -> argparse.ArgumentParser:
         help="json: one JSON object per line (time, level, logger, message, and fields)",
     )
     serve.set_defaults(func=_serve)
-    for module in ("cablecar.demo.cli", "cablecar.client.cli", "cablecar._cli_broadcast"):
+    for module, commands, extra in _EXTRAS:
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ImportError as exc:
+            for command in commands:
+                _missing_extra(sub, command, extra, exc)
             continue
         mod.add_subcommand(sub)
     return parser
+
+
+#: Subcommands whose module needs an optional dependency: (module, commands, extra).
+_EXTRAS = (
+    ("cablecar.demo.cli", ("demo",), None),
+    ("cablecar.client.cli", ("listen", "perform"), "client"),
+    ("cablecar._cli_broadcast", ("broadcast",), None),
+)
+
+
+def _missing_extra(sub: Any, command: str, extra: str | None, exc: ImportError) -> None:
+    """A stand-in for ``command`` whose module cannot be imported: it says what to install
+    instead of argparse's "invalid choice"."""
+    hint = f"pip install 'cablecar[{extra}]'" if extra else "reinstall cablecar"
+    text = f"cablecar {command} needs {exc.name or 'a missing module'}: {hint}"
+    parser = sub.add_parser(command, help=f"(unavailable: {hint})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(_args: argparse.Namespace) -> int:
+        print(f"cablecar: {text}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=fail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,14 @@ from __future__ import annotations
 
 from cablecar.errors import ConnectionRejected, SubscriptionRejected
 
+try:
+    import websockets as _websockets  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - exercised in a clean virtualenv
+    raise ImportError(
+        "cablecar.client needs the websockets package: pip install 'cablecar[client]'",
+        name="websockets",
+    ) from _exc
+
 from .consumer import SUBPROTOCOLS, Consumer, connect
 from .monitor import STALE_THRESHOLD, Backoff, ConnectionMonitor
 from .presence import Presence, PresenceError

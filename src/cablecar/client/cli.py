@@ -24,6 +24,7 @@ from typing import Any
 from cablecar._json import JSON
 from cablecar.errors import ConnectionRejected, SubscriptionRejected
 
+from .._cli_help import HelpFormatter
 from .consumer import Consumer, connect
 from .subscription import SubscriptionClosed
 
@@ -108,6 +109,8 @@ async def _perform(args: argparse.Namespace) -> int:
     params, action, data = parse_fields(rest[:split]), rest[split], parse_fields(rest[split + 1 :])
     async with _consumer(args) as consumer:
         sub = await consumer.subscribe(args.channel, params)
+        if args.wait_reply:
+            sub._discard_received()  # subscribed()'s transmissions came before the confirmation
         await sub.perform(action, data)
         if args.wait_reply:
             try:
@@ -159,7 +162,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         metavar="S",
-        help="seconds to wait for welcome and for the confirmation (default 10)",
+        help="seconds to wait for welcome and for the confirmation",
     )
 
 
@@ -173,6 +176,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "listen",
         help="subscribe to a channel and print its messages as JSON lines",
         description="Subscribe to a channel and print every message as one JSON line.",
+        formatter_class=HelpFormatter,
     )
     _common(listen)
     listen.add_argument("params", nargs="*", metavar="KEY=VALUE", help="identifier params")
@@ -185,6 +189,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         help="subscribe to a channel and perform an action",
         description="Subscribe, perform ACTION with KEY=VALUE data, optionally print the reply.",
         usage="%(prog)s [options] url channel [KEY=VALUE ...] ACTION [KEY=VALUE ...]",
+        formatter_class=HelpFormatter,
     )
     _common(perform)
     perform.add_argument(
@@ -194,7 +199,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         help="identifier params, the action, then the action's data",
     )
     perform.add_argument(
-        "--wait-reply", action="store_true", help="print the next message the channel sends"
+        "--wait-reply",
+        action="store_true",
+        help="print the first message the channel sends after the action (its reply)",
     )
     perform.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the reply"
@@ -204,7 +211,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         type=float,
         default=0.5,
         metavar="S",
-        help="without --wait-reply: seconds to stay connected after performing (default 0.5)",
+        help="without --wait-reply: seconds to stay connected after performing",
     )
     perform.set_defaults(func=lambda args: _run(_perform, args))
 

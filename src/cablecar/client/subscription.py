@@ -234,6 +234,14 @@ class Subscription:
             raise self._end()
         return item
 
+    def _discard_received(self) -> None:
+        """Forget the messages received so far (kept: the end of the subscription).
+        ``cablecar perform --wait-reply`` wants the answer to what it sends next, not
+        what ``subscribed()`` transmitted (which arrives before the confirmation)."""
+        kept = [item for item in _drain(self._messages) if isinstance(item, _End)]
+        for item in kept:
+            self._messages.put_nowait(item)
+
     def __aiter__(self) -> AsyncIterator[JSON]:
         return self
 
@@ -339,3 +347,10 @@ class Subscription:
             except Exception:
                 # A user's callback failing must not stop the subscription.
                 logger.exception("on_%s callback of %s raised", kind, self.identifier)
+
+
+def _drain(queue: asyncio.Queue[JSON]) -> list[JSON]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -13,20 +13,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._cli_help import HelpFormatter
+
 __all__ = ["add_subcommand", "main", "run_demo"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
-    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     parser.add_argument(
         "--adapter",
         "--pubsub",
         dest="adapter",
         default="memory://",
-        help="pub/sub URL: memory:// (default), redis://..., postgresql://..., nats://...",
+        help="pub/sub URL: memory://, redis://..., postgresql://..., nats://...",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -39,6 +39,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
         "demo",
         help="run the chat room demo: cablecar demo --port 8080",
         description="Run the chat room demo and print the URL to open.",
+        formatter_class=HelpFormatter,
     )
     _add_arguments(parser)
     parser.set_defaults(func=run_demo)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ... import _json
+from ..._version import __version__
 from ...http import Request, Response
 from ...protocol import DisconnectReason, parse_subprotocols
 from ...transport import SessionPort
@@ -335,7 +336,7 @@ class _Socket(asyncio.Protocol):
             if response is None and self.server.http_handler is not None:
                 response = await self.server.http_handler(request)
             if response is None:
-                response = Response("not found\n", 404)
+                response = _not_found(cable, request.path)
         except Exception:
             logger.exception("http_handler raised for %s %s", request.method, request.path)
             response = Response("internal server error\n", 500)
@@ -464,3 +465,15 @@ def _peer(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return "?"
+
+
+def _not_found(cable: Any, path: str) -> Response:
+    """404, saying where the cable answers (a bare "not found" at ``/`` puzzles whoever
+    opens the server's address in a browser)."""
+    cfg = cable.config
+    health = f"; health at {cfg.health_path}" if cfg.health_path else ""
+    return Response(
+        f"cablecar {__version__}: nothing at {path}. WebSocket clients (Action Cable "
+        f"protocol) connect at {cfg.mount_path}{health}.\n",
+        404,
+    )
