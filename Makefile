@@ -9,8 +9,18 @@ PORT ?= 8080
 
 .PHONY: demo test test-fast lint types bench setup sysdeps npmdeps clean
 
-demo: $(VENV)/.stamp
-	$(BIN)/cablecar demo --host 127.0.0.1 --port $(PORT)
+# The demo needs cablecar and its two dependencies only (orjson, uvloop): its own small
+# environment, not the test suite's.
+DEMO_VENV := .venv-demo
+demo: $(DEMO_VENV)/.stamp
+	$(DEMO_VENV)/bin/cablecar demo --host 127.0.0.1 --port $(PORT)
+
+$(DEMO_VENV)/.stamp: pyproject.toml
+	@echo "make demo: installing cablecar (orjson, uvloop) in $(DEMO_VENV)/"
+	test -x $(DEMO_VENV)/bin/python || $(PY) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install --disable-pip-version-check --progress-bar off -q -e .
+	@echo "make demo: ready ($$(du -sm $(DEMO_VENV) | cut -f1) MB)"
+	touch $@
 
 # ruff (format and lint), mypy --strict on the package, then every test.
 test: setup lint types
