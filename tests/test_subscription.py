@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from cablecar import Cable, Channel, periodically
+from cablecar.protocol import EXT_SUBPROTOCOL
+from cablecar.pubsub import MemoryPubSub
 
 from .core import UserConnection, open_session, until
 
@@ -127,3 +129,62 @@ async def test_the_confirmation_comes_before_any_broadcast_and_timers_stop_on_un
     ticks = sum(f.get("message") == {"tick": True} for f in sink.frames)
     await asyncio.sleep(0.1)
     assert sum(f.get("message") == {"tick": True} for f in sink.frames) == ticks
+
+
+class GatedPubSub(MemoryPubSub):
+    """The in-process adapter with a gate: while shut, publishes wait (a broadcast that
+    is stored but whose live copy has not reached this process yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def publish(self, stream: str, payload: bytes) -> None:
+        await self.open.wait()
+        await super().publish(stream, payload)
+
+
+async def test_a_backlog_entry_whose_live_copy_comes_later_is_delivered_once() -> None:
+    """A broadcast stored (so in the backlog a history request returns) but published
+    only after the replay: the client gets it once, from the backlog, and the next
+    broadcast once, live, in order."""
+    pubsub = GatedPubSub()
+    cable = Cable(connection=UserConnection, channels=[RoomChannel], history=True, pubsub=pubsub)
+    await cable.start()
+    try:
+        session, sink = await open_session(cable, subprotocol=EXT_SUBPROTOCOL)
+        session.receive(command("subscribe", ROOM))
+        await until(lambda: any(f.get("type") == "confirm_subscription" for f in sink.frames))
+        await cable.broadcast("room_1", {"n": 1})
+        await until(lambda: numbers(sink) == [1])
+        first = next(f for f in sink.frames if f.get("message") == {"n": 1})
+        pubsub.open.clear()
+        late = asyncio.ensure_future(cable.broadcast("room_1", {"n": 2}))  # stored, waits
+        await asyncio.sleep(0.05)
+        position = {"epoch": first["epoch"], "offset": first["offset"]}
+        history = {"command": "history", "identifier": ROOM,
+                   "history": {"streams": {"room_1": position}}}  # fmt: skip
+        session.receive(orjson.dumps(history))
+        await until(lambda: any(f.get("type") == "confirm_history" for f in sink.frames))
+        assert numbers(sink) == [1, 2]  # from the backlog
+        pubsub.open.set()
+        await late  # its live copy arrives now
+        await cable.broadcast("room_1", {"n": 3})
+        await until(lambda: 3 in numbers(sink))
+        await asyncio.sleep(0.05)
+        assert numbers(sink) == [1, 2, 3]
+    finally:
+        await cable.stop()
+
+
+class RoomChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_from("room_1")
+
+
+ROOM = '{"channel":"RoomChannel"}'
+
+
+def numbers(sink: Any) -> list[int]:
+    return [f["message"]["n"] for f in sink.frames if "n" in (f.get("message") or {})]

@@ -21,6 +21,11 @@ Invariants:
    their broadcasts wait in ``buffered`` (at most ``_MAX_BUFFERED``: past it the
    client counts as too slow); :meth:`release` sends them after the backlog, skipping
    offsets the backlog already carried, so the client sees no duplicate and no gap.
+6. A broadcast is stored before it is published, so a backlog can carry an entry whose
+   live copy has not reached this process yet. After :meth:`release`, such a stream
+   stays held (``waiting``) until its live broadcasts reach the backlog's last offset
+   (or ``_CATCH_UP`` seconds): what arrives meanwhile goes straight to the client,
+   offsets the backlog carried dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ logger = logging.getLogger("cablecar.channel")
 
 #: Broadcasts a held subscription may buffer during a replay.
 _MAX_BUFFERED = 10_000
+
+#: Seconds a replayed stream waits for its live broadcasts to catch up with the backlog
+#: (invariant 6) before it is delivered live again regardless.
+_CATCH_UP = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,7 @@ class Subscription:
         "spec",
         "streams",
         "timers",
+        "waiting",
         "whisper_stream",
     )
 
@@ -128,6 +138,9 @@ class Subscription:
         self.holding = False
         self.held: set[str] = set()
         self.buffered: list[tuple[str, int, bytes, bytes]] = []
+        #: Replayed streams still held after :meth:`release`: the last offset the
+        #: backlog carried, which live broadcasts have not reached yet (invariant 6).
+        self.waiting: dict[str, int] = {}
         self.channel: Channel = cls(self, params)
 
     # -- what channel code asks for (on the loop thread) -------------------------------
@@ -222,6 +235,7 @@ class Subscription:
             hub.remove(stream, self, callback)
         self.streams.clear()
         self.held.clear()
+        self.waiting.clear()
         self.buffered.clear()
 
     # -- replay (history) ------------------------------------------------------------------
@@ -230,6 +244,7 @@ class Subscription:
         """Buffer the broadcasts of every fast-path stream from now on (a backlog is
         about to be read), and of streams added later, until :meth:`release`."""
         self.holding = True
+        self.waiting.clear()
         for stream, callback in self.streams.items():
             if callback is None and stream not in self.held:
                 hub.hold(stream, self)
@@ -237,22 +252,58 @@ class Subscription:
 
     def buffer(self, stream: str, offset: int, payload: bytes, position: bytes) -> None:
         """A broadcast arrived while held (called by the hub)."""
+        if not self.holding:  # released, waiting for live to catch up (invariant 6)
+            mark = self.waiting.get(stream)
+            if mark is not None:
+                if offset and offset <= mark:  # the backlog carried it
+                    if offset == mark:
+                        self._caught_up(stream)
+                    return
+                self._caught_up(stream)
+            self.send_data(payload, position)
+            return
         self.buffered.append((stream, offset, payload, position))
         if len(self.buffered) > _MAX_BUFFERED:
             self.session.too_slow()
 
     def release(self, hub: Hub, sent: dict[str, int]) -> None:
         """Send what was buffered, except offsets at or below ``sent[stream]`` (the
-        backlog carried them), then deliver live again."""
+        backlog carried them), then deliver live again: at once for a stream whose live
+        broadcasts have reached ``sent[stream]``, else once they do (invariant 6)."""
         self.holding = False
         buffered, self.buffered = self.buffered, []
+        latest: dict[str, int] = {}
         for stream, offset, payload, position in buffered:
+            latest[stream] = max(latest.get(stream, 0), offset)
             if offset and offset <= sent.get(stream, 0):
                 continue
             self.send_data(payload, position)
-        for stream in self.held:
-            hub.release(stream, self)
-        self.held.clear()
+        for stream in list(self.held):
+            mark = sent.get(stream, 0)
+            if mark and latest.get(stream, 0) < mark:
+                self.waiting[stream] = mark
+            else:
+                self.held.discard(stream)
+                hub.release(stream, self)
+        if self.waiting:
+            asyncio.get_running_loop().call_later(_CATCH_UP, self._stop_waiting)
+
+    def _caught_up(self, stream: str) -> None:
+        # Called from the hub's delivery loop, which must not change membership:
+        # the stream joins its group on the next loop iteration.
+        del self.waiting[stream]
+        asyncio.get_running_loop().call_soon(self._unhold, stream)
+
+    def _unhold(self, stream: str) -> None:
+        if self.holding or stream in self.waiting or stream not in self.held:
+            return  # held again for another replay, or already left
+        self.held.discard(stream)
+        self.session.runtime.hub.release(stream, self)
+
+    def _stop_waiting(self) -> None:
+        for stream in list(self.waiting):
+            del self.waiting[stream]
+            self._unhold(stream)
 
     def send_data(self, payload: bytes, position: bytes) -> None:
         """A broadcast to this subscriber alone (backlog or buffered)."""
