@@ -86,7 +86,7 @@ def test_help_shows_every_default() -> None:
 
 def test_without_the_client_extra_the_commands_say_what_to_install() -> None:
     """Without websockets installed, cablecar listen/perform and import cablecar.client
-    say to pip install 'cablecar[client]' instead of "invalid choice" or a bare error."""
+    say to pip install 'cablecar-py[client]' instead of "invalid choice" or a bare error."""
     block = "import sys; sys.modules['websockets'] = None; "
     for command in ("listen", "perform"):
         done = subprocess.run(
@@ -96,14 +96,14 @@ def test_without_the_client_extra_the_commands_say_what_to_install() -> None:
         )  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert "invalid choice" not in done.stderr
-        assert f"cablecar {command} needs websockets: pip install 'cablecar[client]'" in (
+        assert f"cablecar {command} needs websockets: pip install 'cablecar-py[client]'" in (
             done.stderr
         )
     imported = subprocess.run(
         [sys.executable, "-c", block + "import cablecar.client"],
         capture_output=True, text=True, timeout=30, cwd=ROOT, check=False,
     )  # fmt: skip
-    assert "cablecar.client needs the websockets package: pip install 'cablecar[client]'" in (
+    assert "cablecar.client needs the websockets package: pip install 'cablecar-py[client]'" in (
         imported.stderr
     )
 

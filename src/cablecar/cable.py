@@ -607,7 +607,7 @@ class Cable:
             return Response(render(self), 200, CONTENT_TYPE)
         except ImportError:
             return Response(
-                "metrics need prometheus_client: pip install 'cablecar[metrics]'\n", 501
+                "metrics need prometheus_client: pip install 'cablecar-py[metrics]'\n", 501
             )
 
     def open_connections_statistics(self) -> list[dict[str, Any]]:

@@ -299,7 +299,7 @@ _EXTRAS = (
 def _missing_extra(sub: Any, command: str, extra: str | None, exc: ImportError) -> None:
     """A stand-in for ``command`` whose module cannot be imported: it says what to install
     instead of argparse's "invalid choice"."""
-    hint = f"pip install 'cablecar[{extra}]'" if extra else "reinstall cablecar"
+    hint = f"pip install 'cablecar-py[{extra}]'" if extra else "reinstall cablecar-py"
     text = f"cablecar {command} needs {exc.name or 'a missing module'}: {hint}"
     parser = sub.add_parser(command, help=f"(unavailable: {hint})", add_help=False)
     parser.add_argument("rest", nargs=argparse.REMAINDER)

@@ -30,7 +30,7 @@ class CableConfig:
     #: pub/sub listener is connected, 503 otherwise (``None`` to turn it off).
     ready_path: str | None = "/ready"
     #: Path serving Prometheus metrics (``None`` to turn it off); needs the
-    #: ``prometheus_client`` package (``pip install 'cablecar[metrics]'``).
+    #: ``prometheus_client`` package (``pip install 'cablecar-py[metrics]'``).
     metrics_path: str | None = "/metrics"
     #: Seconds between pings to every client (Action Cable: 3).
     ping_interval: float = PING_INTERVAL

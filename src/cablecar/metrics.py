@@ -2,7 +2,7 @@
 
 Values are read from the cable's plain counters when the endpoint is scraped (a pull
 model: nothing on the fan-out path but integer additions). Rendering uses
-``prometheus_client`` (``pip install 'cablecar[metrics]'``).
+``prometheus_client`` (``pip install 'cablecar-py[metrics]'``).
 
 With ``cablecar serve --workers N`` every worker writes a snapshot of its counters to
 the directory in ``CABLECAR_METRICS_DIR`` every ``SNAPSHOT_EVERY`` seconds; whichever

@@ -10,7 +10,7 @@ Works against cablecar and against Rails Action Cable (or AnyCable)::
         async for message in sub:
             print(message)
 
-Needs the ``websockets`` package (``pip install 'cablecar[client]'``).
+Needs the ``websockets`` package (``pip install 'cablecar-py[client]'``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ try:
     import websockets as _websockets  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - exercised in a clean virtualenv
     raise ImportError(
-        "cablecar.client needs the websockets package: pip install 'cablecar[client]'",
+        "cablecar.client needs the websockets package: pip install 'cablecar-py[client]'",
         name="websockets",
     ) from _exc
 

@@ -53,7 +53,7 @@ def store_from_url(url: str, settings: StoreSettings, *, prefix: str | None = No
             cls = getattr(importlib.import_module(module, __name__), name)
         except ImportError as exc:  # pragma: no cover - the extra is missing
             raise ConfigurationError(
-                f"history on {scheme}:// needs an extra: pip install 'cablecar[{extra}]' ({exc})"
+                f"history on {scheme}:// needs an extra: pip install 'cablecar-py[{extra}]' ({exc})"
             ) from None
         store: HistoryStore = cls(url, settings, prefix=prefix)
         return store

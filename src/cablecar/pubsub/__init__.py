@@ -4,7 +4,7 @@
 URL                         adapter
 ==========================  =============================================
 ``memory://``               in-process (the default; one process only)
-``redis://host:port/db``    Redis PUBLISH/SUBSCRIBE (``pip install cablecar[redis]``)
+``redis://host:port/db``    Redis PUBLISH/SUBSCRIBE (``pip install 'cablecar-py[redis]'``)
 ``postgresql://...``        PostgreSQL LISTEN/NOTIFY (``cablecar[postgres]``)
 ``nats://host:port``        NATS core subjects (``cablecar[nats]``)
 ==========================  =============================================
@@ -55,6 +55,6 @@ def adapter_from_url(url: str, *, channel_prefix: str | None = None) -> PubSub:
         )
         extra = "redis" if extra in ("rediss", "unix") else extra
         raise ConfigurationError(
-            f"the {scheme}:// adapter needs an extra: pip install 'cablecar[{extra}]' ({exc})"
+            f"the {scheme}:// adapter needs an extra: pip install 'cablecar-py[{extra}]' ({exc})"
         ) from None
     raise ConfigurationError(f"unknown pub/sub URL scheme {scheme!r} in {url!r}")
