@@ -22,9 +22,11 @@ $(DEMO_VENV)/.stamp: pyproject.toml
 	@echo "make demo: ready ($$(du -sm $(DEMO_VENV) | cut -f1) MB)"
 	touch $@
 
-# ruff (format and lint), mypy --strict on the package, then every test.
+# ruff (format and lint), mypy --strict on the package, then every test (Python 3.11),
+# then the unit, protocol, server and adapter tests on Python 3.12 and 3.13.
 test: setup lint types
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	scripts/test_matrix.sh
 
 # Without the browser, Node and service-backed tests.
 test-fast: $(VENV)/.stamp
