@@ -34,7 +34,7 @@ CONVERSATION = [
     ("alice", "Morning! Did the 2.4 release go out?"),
     ("bob", "Yes, rolled out at 10:02. No errors so far."),
     ("carol", "The dashboard updates by itself now, no more refresh button."),
-    ("alice", "Watch the panel below: push shows each message in a few ms, polling lags."),
+    ("alice", "Watch the panel on the right: push shows each message in a few ms, polling lags."),
     ("bob", "Try <b>HTML</b> in a message: it shows as plain text."),
 ]
 

@@ -446,3 +446,23 @@ def test_a_page_whose_websocket_is_blocked_chats_over_long_polling(
     expect(polly.messages.locator(".body")).to_have_text(
         ["hello over plain HTTP", "hello over a WebSocket"]
     )
+
+
+def test_the_three_ways_panel_is_on_the_first_screen(demo: DemoProcess, browser: Browser) -> None:
+    """On a 1280x900 screen the join page says what cablecar is; once joined, the whole
+    "one room, three ways" panel is in view beside the chat without scrolling."""
+    person = Person(browser.new_context(viewport={"width": 1280, "height": 900}))
+    try:
+        person.page.goto(demo.url)
+        expect(person.page.locator("#welcome .about")).to_contain_text("Action Cable for Python")
+        person.join(demo.url, "dora", _room("fold"))
+        expect(person.page.locator("#how")).to_be_visible(timeout=WAIT_MS)
+        for part in ("#how-title", "#method-rr", "#method-poll", "#method-push"):
+            box = person.page.locator(part).bounding_box()
+            assert box is not None and box["y"] >= 0, part
+            assert box["y"] + box["height"] <= 900, (part, box)
+        composer = person.page.locator("#composer").bounding_box()
+        assert composer is not None and composer["y"] + composer["height"] <= 900
+        assert person.errors == []
+    finally:
+        person.context.close()
