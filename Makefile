@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: demo test test-fast lint types bench setup sysdeps npmdeps clean
+.PHONY: demo test test-fast lint types bench docs setup sysdeps npmdeps clean
 
 # The demo needs cablecar and its two dependencies only (orjson, uvloop): its own small
 # environment, not the test suite's.
@@ -35,11 +35,15 @@ test-fast: $(VENV)/.stamp
 setup: sysdeps $(VENV)/.stamp npmdeps
 
 lint: $(VENV)/.stamp
-	$(BIN)/ruff format --check src tests examples benchmarks
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks scripts
+	$(BIN)/ruff check src tests examples benchmarks scripts
 
 types: $(VENV)/.stamp
 	$(BIN)/mypy
+
+# The docs site (MkDocs, Material) into site/; make test builds it with --strict.
+docs: $(VENV)/.stamp
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
