@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "http", "transport", "_naming", "_remote", "_concurrency", "_memory", "_stats"),
     ("_outbox",),
     ("signing", "turbo"),
-    ("instrumentation", "metrics"),
+    ("instrumentation", "metrics", "static_files"),
     # 2: the pub/sub adapters and history stores (streams and bytes, nothing of channels)
     ("pubsub", "history"),
     # 3: the application-facing classes and the subscription runtime

@@ -114,8 +114,18 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    handler = None
+    if args.static:
+        from .static_files import static_handler
+
+        try:
+            handler = static_handler(args.static)
+        except NotADirectoryError as exc:
+            print(f"cablecar: {exc}", file=sys.stderr)
+            return 2
     try:
-        run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready)
+        run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready,
+            http_handler=handler)  # fmt: skip
     except OSError as exc:  # the port is taken, the address is not this machine's...
         print(
             f"cablecar: cannot listen on {args.host}:{args.port}: "
@@ -151,6 +161,8 @@ def _run_workers(args: argparse.Namespace) -> int:
         cmd += ["--channel-prefix", args.channel_prefix]
     for origin in args.allowed_origins or ():
         cmd += ["--allowed-origin", origin]
+    if args.static:
+        cmd += ["--static", args.static]
     # Each worker gets its own process group: a terminal's Ctrl-C (SIGINT to the
     # foreground group) then reaches only this parent, which forwards it once. (A worker
     # takes signals within a second of each other as one request anyway.)
@@ -258,6 +270,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument(
+        "--static",
+        metavar="DIR",
+        help="also serve the files of DIR over HTTP (DIR/index.html at /, and /cablecar.js)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument(
