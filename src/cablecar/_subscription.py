@@ -86,6 +86,7 @@ class Subscription:
 
     __slots__ = (
         "buffered",
+        "catch_up",
         "channel",
         "held",
         "holding",
@@ -141,6 +142,7 @@ class Subscription:
         #: Replayed streams still held after :meth:`release`: the last offset the
         #: backlog carried, which live broadcasts have not reached yet (invariant 6).
         self.waiting: dict[str, int] = {}
+        self.catch_up: asyncio.TimerHandle | None = None
         self.channel: Channel = cls(self, params)
 
     # -- what channel code asks for (on the loop thread) -------------------------------
@@ -235,7 +237,7 @@ class Subscription:
             hub.remove(stream, self, callback)
         self.streams.clear()
         self.held.clear()
-        self.waiting.clear()
+        self._stop_timer()
         self.buffered.clear()
 
     # -- replay (history) ------------------------------------------------------------------
@@ -244,7 +246,7 @@ class Subscription:
         """Buffer the broadcasts of every fast-path stream from now on (a backlog is
         about to be read), and of streams added later, until :meth:`release`."""
         self.holding = True
-        self.waiting.clear()
+        self._stop_timer()
         for stream, callback in self.streams.items():
             if callback is None and stream not in self.held:
                 hub.hold(stream, self)
@@ -286,7 +288,14 @@ class Subscription:
                 self.held.discard(stream)
                 hub.release(stream, self)
         if self.waiting:
-            asyncio.get_running_loop().call_later(_CATCH_UP, self._stop_waiting)
+            self.catch_up = asyncio.get_running_loop().call_later(_CATCH_UP, self._stop_waiting)
+
+    def _stop_timer(self) -> None:
+        # A new replay (or the end) makes the previous one's catch-up moot.
+        self.waiting.clear()
+        if self.catch_up is not None:
+            self.catch_up.cancel()
+            self.catch_up = None
 
     def _caught_up(self, stream: str) -> None:
         # Called from the hub's delivery loop, which must not change membership:
@@ -301,6 +310,7 @@ class Subscription:
         self.session.runtime.hub.release(stream, self)
 
     def _stop_waiting(self) -> None:
+        self.catch_up = None
         for stream in list(self.waiting):
             del self.waiting[stream]
             self._unhold(stream)
