@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -126,11 +127,17 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         run(cable, args.host, args.port, reuse_port=args.reuse_port, on_ready=ready,
             http_handler=handler)  # fmt: skip
-    except OSError as exc:  # the port is taken, the address is not this machine's...
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        hint = {
+            errno.EADDRINUSE: "another server on that port? choose one with --port",
+            errno.EADDRNOTAVAIL: "not an address of this machine: check --host",
+            errno.EACCES: "ports below 1024 need privileges: choose one with --port",
+        }[exc.errno]
         print(
             f"cablecar: cannot listen on {args.host}:{args.port}: "
-            f"{os.strerror(exc.errno) if exc.errno else exc} "
-            "(another server on that port? choose one with --port)",
+            f"{os.strerror(exc.errno)} ({hint})",
             file=sys.stderr,
         )
         return 1
