@@ -34,7 +34,7 @@ async def test_serves_the_folder_and_the_client_and_nothing_outside(tmp_path: Pa
     client = await get("/cablecar.js")
     assert client is not None and b"export function createConsumer" in client[1]
     for path in ("/../secret.txt", "/js/../../secret.txt", "//etc/passwd", "/link.txt", "/js",
-                 "/missing.html"):  # fmt: skip
+                 "/missing.html", "/a\x00b", "/" + "x" * 5000):  # fmt: skip
         assert await get(path) is None, path
     assert await get("/", "POST") is None
     with pytest.raises(NotADirectoryError):

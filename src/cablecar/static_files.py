@@ -4,7 +4,8 @@ scripts, so that a small app needs no other web server.
 ``GET /`` serves ``DIR/index.html``, ``GET /x/y.js`` serves ``DIR/x/y.js``, and
 ``GET /cablecar.js`` serves the package's browser client unless ``DIR`` has its own. Only
 regular files inside ``DIR`` are served (no listing, no ``..``, no symlink out of it);
-anything else is left to the next handler (404 by default).
+anything else is left to the next handler (404 by default). Each file is read whole when
+asked for: this is for a small app's page and scripts, not a CDN.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def static_handler(directory: str | Path) -> Callable[[Request], Awaitable[Respo
         if request.method not in ("GET", "HEAD"):
             return None
         relative = request.path.lstrip("/") or "index.html"
-        path = (root / relative).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        try:
+            path = (root / relative).resolve()
+            found = path.is_relative_to(root) and path.is_file()
+        except (OSError, ValueError):  # a NUL byte, a name too long...
+            return None
+        if found:
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             if kind.startswith("text/") or kind == "application/javascript":
                 kind += "; charset=utf-8"
