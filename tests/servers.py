@@ -9,16 +9,37 @@ conformance suite's restart test)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE_APP = "examples/conformance_app.py:cable"
+
+
+@contextlib.contextmanager
+def serving(folder: Path, *module_argv: str) -> Iterator[int]:
+    """``python -m <module_argv> --port <a free port>`` run in ``folder`` (a project built
+    from a docs page) until the block ends; yields the port once it accepts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *module_argv, "--port", str(port)],
+        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def wait_port(port: int, up: bool = True, timeout: float = 15.0) -> None:

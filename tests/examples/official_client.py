@@ -84,3 +84,14 @@ def official_client(
     assert result.returncode == 0, result.stderr[-3000:]
     outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return outcome
+
+
+async def assert_refused(url: str) -> None:
+    """A connection to ``url`` without credentials is refused as unauthorized."""
+    import cablecar.client
+    from cablecar.errors import ConnectionRejected
+
+    with pytest.raises(ConnectionRejected) as info:
+        async with cablecar.client.connect(url, reconnect=False):
+            pass
+    assert info.value.reason == "unauthorized"

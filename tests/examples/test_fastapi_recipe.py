@@ -4,8 +4,6 @@ client subscribed through the middleware, a POST to the app's own route reaching
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +11,10 @@ import httpx
 import pytest
 
 import cablecar.client
-from cablecar.errors import ConnectionRejected
 
-from ..conftest import free_port
-from ..servers import ROOT, wait_port
+from ..servers import ROOT, serving
 from ..timing import TIMEOUT
+from .official_client import assert_refused
 
 PAGE = ROOT / "docs" / "fastapi.md"
 
@@ -28,18 +25,9 @@ def recipe(tmp_path: Path) -> Iterator[int]:
     code = re.search(r"```python\n# main\.py\n(.*?)```", PAGE.read_text(), re.S)
     assert code is not None
     (tmp_path / "main.py").write_text(code.group(1))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "main:app", "--ws", "websockets-sansio",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_port(port)
+    with serving(tmp_path, "uvicorn", "main:app", "--ws", "websockets-sansio",
+                 "--log-level", "warning") as port:  # fmt: skip
         yield port
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 async def test_the_recipe_runs_in_a_new_project(recipe: int) -> None:
@@ -52,7 +40,4 @@ async def test_the_recipe_runs_in_a_new_project(recipe: int) -> None:
             answer = await http.post("/news", json={"title": "cablecar in FastAPI"})
         assert answer.json() == {"sent": True}
         assert await news.receive(timeout=TIMEOUT) == {"title": "cablecar in FastAPI"}
-    with pytest.raises(ConnectionRejected) as info:
-        async with cablecar.client.connect(url, reconnect=False):
-            pass
-    assert info.value.reason == "unauthorized"
+    await assert_refused(url)

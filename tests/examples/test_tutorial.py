@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import free_port
-from ..servers import ROOT, wait_port
+from ..servers import ROOT, serving
 from ..timing import FACTOR
 
 PAGE = ROOT / "docs" / "tutorial.md"
@@ -43,18 +42,8 @@ def folder(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cablecar", "serve", "app.py:cable", "--static", "public",
-         "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_port(port)
+    with serving(tmp_path, "cablecar", "serve", "app.py:cable", "--static", "public") as port:
         yield tmp_path, port
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_the_tutorial_chat_works_in_two_browsers_and_from_the_script(
