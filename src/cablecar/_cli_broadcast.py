@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from . import _json
-from ._cli_help import HelpFormatter
+from ._cli_help import subcommand
 from .broadcast import Broadcaster
 from .errors import AdapterError, ConfigurationError
 
@@ -29,15 +29,12 @@ _PROG = "cablecar broadcast"
 
 def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Register ``broadcast`` on the ``cablecar`` command's subparsers."""
-    parser = subparsers.add_parser(
-        "broadcast",
-        help="publish one JSON message to a stream through Redis, PostgreSQL or NATS",
-        description=(
-            "Publish one JSON message to STREAM through the pub/sub service the cablecar "
-            "servers use; every subscriber of STREAM on every server receives it."
-        ),
-        formatter_class=HelpFormatter,
-    )
+    parser = subcommand(
+        subparsers, "broadcast",
+        "publish one JSON message to a stream through Redis, PostgreSQL or NATS",
+        "Publish one JSON message to STREAM through the pub/sub service the cablecar "
+        "servers use; every subscriber of STREAM on every server receives it.",
+    )  # fmt: skip
     parser.add_argument("stream", metavar="STREAM", help="the stream name, e.g. chat_1")
     parser.add_argument(
         "message", metavar="JSON", help="the message as JSON; '-' reads it from stdin"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._cli_help import HelpFormatter
+from ._cli_help import add_server_options, subcommand
 from ._version import __version__
 
 __all__ = ["load_cable", "main"]
@@ -255,15 +255,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cablecar", description="Action Cable for Python")
     parser.add_argument("--version", action="version", version=f"cablecar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
-        "serve",
-        help="serve a Cable: cablecar serve app:cable",
-        description="Serve a cablecar.Cable on the standalone (uvloop) server.",
-        formatter_class=HelpFormatter,
-    )
+    serve = subcommand(
+        sub, "serve", "serve a Cable: cablecar serve app:cable",
+        "Serve a cablecar.Cable on the standalone (uvloop) server.",
+    )  # fmt: skip
     serve.add_argument("app", help="module:attr or path/to/file.py:attr naming a cablecar.Cable")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
+    add_server_options(serve)
     serve.add_argument(
         "--pubsub",
         "--adapter",
@@ -290,10 +287,6 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         help="allow this browser Origin (repeatable; '*' allows all)",
     )
-    serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
-        help="the least severe log lines shown",
-    )  # fmt: skip
     serve.add_argument(
         "--log-format",
         default="text",

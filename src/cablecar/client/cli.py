@@ -24,7 +24,7 @@ from typing import Any
 from cablecar._json import JSON
 from cablecar.errors import ConnectionRejected, SubscriptionRejected
 
-from .._cli_help import HelpFormatter
+from .._cli_help import subcommand
 from .consumer import Consumer, connect
 from .subscription import SubscriptionClosed
 
@@ -172,25 +172,21 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     Args:
         subparsers: what ``ArgumentParser.add_subparsers()`` returned.
     """
-    listen = subparsers.add_parser(
-        "listen",
-        help="subscribe to a channel and print its messages as JSON lines",
-        description="Subscribe to a channel and print every message as one JSON line.",
-        formatter_class=HelpFormatter,
-    )
+    listen = subcommand(
+        subparsers, "listen", "subscribe to a channel and print its messages as JSON lines",
+        "Subscribe to a channel and print every message as one JSON line.",
+    )  # fmt: skip
     _common(listen)
     listen.add_argument("params", nargs="*", metavar="KEY=VALUE", help="identifier params")
     listen.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     listen.add_argument("--timeout", type=float, metavar="S", help="stop listening after S s")
     listen.set_defaults(func=lambda args: _run(_listen, args))
 
-    perform = subparsers.add_parser(
-        "perform",
-        help="subscribe to a channel and perform an action",
-        description="Subscribe, perform ACTION with KEY=VALUE data, optionally print the reply.",
+    perform = subcommand(
+        subparsers, "perform", "subscribe to a channel and perform an action",
+        "Subscribe, perform ACTION with KEY=VALUE data, optionally print the reply.",
         usage="%(prog)s [options] url channel [KEY=VALUE ...] ACTION [KEY=VALUE ...]",
-        formatter_class=HelpFormatter,
-    )
+    )  # fmt: skip
     _common(perform)
     perform.add_argument(
         "rest",

@@ -13,14 +13,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._cli_help import HelpFormatter
+from .._cli_help import add_server_options, subcommand
 
 __all__ = ["add_subcommand", "main", "run_demo"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
+    add_server_options(parser)
     parser.add_argument(
         "--adapter",
         "--pubsub",
@@ -28,19 +27,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default="memory://",
         help="pub/sub URL: memory://, redis://..., postgresql://..., nats://...",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Register ``demo`` on the ``cablecar`` command."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the chat room demo: cablecar demo --port 8080",
-        description="Run the chat room demo and print the URL to open.",
-        formatter_class=HelpFormatter,
-    )
+    parser = subcommand(
+        subparsers, "demo", "run the chat room demo: cablecar demo --port 8080",
+        "Run the chat room demo and print the URL to open.",
+    )  # fmt: skip
     _add_arguments(parser)
     parser.set_defaults(func=run_demo)
 
