@@ -113,3 +113,18 @@ async def _scenario(port: int, redis_url: str, prefix: str, parent: int) -> list
     finally:
         for c in consumers:
             await c.close()
+
+
+def test_a_stop_that_meets_a_worker_still_starting_exits_0() -> None:
+    """The supervisor's stop reaching a worker before it installed its signal handlers
+    (it dies of the SIGTERM itself) still ends the service with 0; a worker that fails on
+    its own during a stop is still reported."""
+    from cablecar.cli import _supervise
+
+    starting = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                for _ in range(2)]  # fmt: skip
+    for proc in starting:
+        proc.send_signal(signal.SIGTERM)
+    assert _supervise(starting, lambda: starting[0], lambda: True, lambda *a: None) == 0
+    failing = [subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])]
+    assert _supervise(failing, lambda: failing[0], lambda: True, lambda *a: None) == 3

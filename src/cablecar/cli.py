@@ -212,8 +212,9 @@ def _supervise(
 ) -> int:
     """Wait for the workers; replace one that dies while the service is not stopping.
 
-    Returns the exit status: 0 when every worker ended cleanly on a stop, else the worst
-    (a worker killed by signal N counts 128 + N, as in a shell).
+    Returns the exit status: 0 when every worker ended cleanly on a stop (or, still
+    starting, was ended by the stop's own signal), else the worst (a worker killed by
+    signal N counts 128 + N, as in a shell).
     """
     restarts: list[float] = []
     codes: list[int] = []
@@ -226,7 +227,10 @@ def _supervise(
                 continue
             running.remove(proc)
             if stopping() or code == 0:
-                codes.append(code)
+                # A worker still starting when the stop came has no handler yet: the
+                # forwarded SIGTERM/SIGINT ends it as a signal would; it had nothing to drain.
+                stopped = stopping() and code in (-signal.SIGTERM, -signal.SIGINT)
+                codes.append(0 if stopped else code)
                 continue
             now = time.monotonic()
             restarts[:] = [t for t in restarts if now - t < 60.0] + [now]
