@@ -218,3 +218,42 @@ async def test_close_while_never_connected(
     await asyncio.wait_for(rx.close(), WAIT)
     with pytest.raises(AdapterError):
         await asyncio.wait_for(pending, WAIT)
+
+
+async def test_a_redis_listener_whose_server_freezes_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis frozen (SIGSTOP: the socket stays open, nothing answers) under an idle
+    listener: within about three health-check intervals the adapter says it lost Redis
+    ("no answer to PING") and reports itself not connected; thawed, it resubscribes by
+    itself and the stream is delivered again."""
+    from cablecar.pubsub.redis import RedisPubSub
+
+    from ..services import freeze, thaw
+
+    caplog.set_level(logging.DEBUG, logger="cablecar.pubsub.redis")
+    with RedisServer() as server:
+        rx = RedisPubSub(server.url, health_check_interval=0.3, reconnect_delay=0.05,
+                         max_reconnect_delay=0.3)  # fmt: skip
+        tx = RedisPubSub(server.url)
+        try:
+            inbox = Inbox()
+            await rx.start(inbox)
+            await rx.subscribe("room")
+            await tx.publish("room", b"1")
+            await inbox.wait_for("room")
+            assert rx.connected
+            frozen = [server.proc.pid]
+            freeze(frozen)
+            try:
+                await wait_for_log(caplog, logging.WARNING, "lost connection to Redis")
+                assert not rx.connected
+                assert records(caplog, logging.WARNING, "no answer to PING within 0.3 s")
+            finally:
+                thaw(frozen)
+            await wait_for_log(caplog, logging.INFO, "1 streams resubscribed")
+            await publish_when_up(tx, "room", b"2")
+            assert await inbox.wait_for("room", 2) == [b"1", b"2"]
+        finally:
+            await rx.close()
+            await tx.close()

@@ -56,14 +56,19 @@ _ERRORS = (RedisError, OSError)
 _BATCH_COUNT = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
 
+#: A queued PUBLISH: Redis channel, payload, the caller's future, loop time queued.
+_Publish = tuple[bytes, bytes, "asyncio.Future[None]", float]
+
 
 class _Link:
     """One listener connection and what Redis has confirmed on it."""
 
-    __slots__ = ("conn", "inflight", "live", "resubscribed", "resubscribing")
+    __slots__ = ("conn", "inflight", "live", "reads", "resubscribed", "resubscribing")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        #: replies read on this link so far (the silence watchdog compares them)
+        self.reads = 0
         #: channel -> SUBSCRIBE commands sent on this link and not acknowledged yet
         self.inflight: dict[bytes, int] = {}
         #: channels whose last SUBSCRIBE Redis acknowledged (and not unsubscribed since)
@@ -76,6 +81,48 @@ class _Link:
         self.resubscribing.discard(channel)
         if not self.resubscribing:
             self.resubscribed.set()
+
+
+class _Silence:
+    """The listener's health check: one timer every ``health_check_interval``, not a
+    timeout around every read. A link that read nothing for one interval is sent a
+    PING; nothing for a second one, and its reader is cancelled (it then raises a
+    connection error, and the listener reconnects)."""
+
+    __slots__ = ("adapter", "dead", "link", "pinged", "reader", "seen", "timer")
+
+    def __init__(self, adapter: RedisPubSub, link: _Link, reader: asyncio.Task[None]) -> None:
+        self.adapter = adapter
+        self.link = link
+        self.reader = reader
+        self.seen = 0
+        self.pinged = False
+        self.dead = False
+        self.timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.adapter._health_check_interval, self._check)
+
+    def _check(self) -> None:
+        link = self.link
+        if link.reads != self.seen:
+            self.seen = link.reads
+            self.pinged = False
+        elif not self.pinged:
+            self.pinged = True
+            self.adapter._spawn_send(link, b"PING")
+        else:
+            self.dead = True
+            self.reader.cancel()
+            return
+        self._arm()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class RedisPubSub:
@@ -135,13 +182,15 @@ class RedisPubSub:
                 url,
                 protocol=2,
                 socket_connect_timeout=connect_timeout,
-                socket_timeout=publish_timeout,
+                # No per-read timeout inside redis-py (it costs a timer per reply): a
+                # batch of publishes has one deadline (_write), the listener a watchdog.
+                socket_timeout=None,
                 socket_keepalive=True,
                 retry=Retry(NoBackoff(), 0),
             )
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {self._where!r}: {exc}") from None
-        self._outbox: deque[tuple[bytes, bytes, asyncio.Future[None]]] = deque()
+        self._outbox: deque[_Publish] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._publisher: Any = None  # the publishing connection, once opened
         self._on_message: MessageHandler | None = None
@@ -159,6 +208,7 @@ class RedisPubSub:
             reconnect_delay=reconnect_delay,
             max_reconnect_delay=max_reconnect_delay,
         )
+        self._pings: set[asyncio.Task[None]] = set()
         self._closed = False
         self._stalled = False  # a publish timed out and Redis has not answered since
 
@@ -219,20 +269,13 @@ class RedisPubSub:
         """
         if self._closed:
             raise AdapterError("the Redis adapter is closed")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((self._channel(stream), payload, done))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        # The deadline is enforced by the writer, one timer per batch (not per publish).
+        self._outbox.append((self._channel(stream), payload, done, loop.time()))
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        try:
-            async with asyncio.timeout(self._publish_timeout):
-                await done
-        except TimeoutError:
-            self._stalled = True  # not ready until Redis answers again
-            raise PublishTimeout(
-                f"publish to Redis at {self._where}: no answer within "
-                f"{self._publish_timeout:g} s; the outcome is unknown (Redis may still "
-                "deliver it, so a retry may deliver it twice)"
-            ) from None
+            self._writer = loop.create_task(self._write())
+        await done
 
     async def close(self) -> None:
         """Stop the listener and close every connection. Idempotent."""
@@ -261,28 +304,52 @@ class RedisPubSub:
     # -- the publisher -----------------------------------------------------------------
 
     async def _write(self) -> None:
-        """Send queued publishes in batches, one round trip each, until none are left."""
+        """Send queued publishes in batches, one round trip each, until none are left.
+
+        A batch must be answered within ``publish_timeout`` of its oldest publish (so
+        every publish is, queueing included); past that, each of its publishes raises
+        :class:`~cablecar.errors.PublishTimeout` and the connection is dropped.
+        """
         try:
             while self._outbox:
-                batch: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+                batch: list[_Publish] = []
                 size = 0
                 while self._outbox and len(batch) < _BATCH_COUNT and size < _BATCH_BYTES:
                     item = self._outbox.popleft()
                     if not item[2].done():  # its caller gave up: do not send it late
                         batch.append(item)
                         size += len(item[1])
-                if batch:
-                    await self._send_batch(batch)
+                if not batch:
+                    continue
+                try:
+                    async with asyncio.timeout_at(batch[0][3] + self._publish_timeout):
+                        await self._send_batch(batch)
+                except TimeoutError:
+                    await self._timed_out(batch)
         finally:
             self._writer = None
 
-    async def _send_batch(self, batch: list[tuple[bytes, bytes, asyncio.Future[None]]]) -> None:
+    async def _timed_out(self, batch: list[_Publish]) -> None:
+        self._stalled = True  # not ready until Redis answers again
+        conn, self._publisher = self._publisher, None
+        if conn is not None:  # its replies may still come: never read them as others'
+            await self._discard(conn)
+        error = PublishTimeout(
+            f"publish to Redis at {self._where}: no answer within "
+            f"{self._publish_timeout:g} s; the outcome is unknown (Redis may still "
+            "deliver it, so a retry may deliver it twice)"
+        )
+        for _, _, done, _ in batch:
+            if not done.done():
+                done.set_exception(error)
+
+    async def _send_batch(self, batch: list[_Publish]) -> None:
         conn = None
         try:
             conn = await self._publishing_connection()
-            commands = [(b"PUBLISH", channel, payload) for channel, payload, _ in batch]
+            commands = [(b"PUBLISH", channel, payload) for channel, payload, _, _ in batch]
             await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-            for _, _, done in batch:
+            for _, _, done, _ in batch:
                 try:
                     await conn.read_response()
                 except ResponseError as exc:  # this command only (an ACL refusal, say)
@@ -299,7 +366,7 @@ class RedisPubSub:
             error = AdapterError(
                 f"publish to Redis at {self._where} failed: {exc or type(exc).__name__}"
             )
-            for _, _, done in batch:
+            for _, _, done, _ in batch:
                 if not done.done():
                     done.set_exception(error)
 
@@ -384,19 +451,20 @@ class RedisPubSub:
 
     async def _read(self, link: _Link) -> None:
         conn = link.conn
-        pinged = False
+        reader = asyncio.current_task()
+        assert reader is not None
+        watch = _Silence(self, link, reader)
         try:
             while True:
-                response = await conn.read_response(timeout=self._health_check_interval)
-                if response is None:  # silence: probe the connection
-                    if pinged:
+                try:
+                    response = await conn.read_response()
+                except asyncio.CancelledError:
+                    if watch.dead and reader.uncancel() == 0:
                         raise RedisConnectionError(
                             f"no answer to PING within {self._health_check_interval:g} s"
-                        )
-                    await conn.send_command(b"PING")
-                    pinged = True
-                    continue
-                pinged = False
+                        ) from None
+                    raise
+                link.reads += 1
                 self._stalled = False
                 if not isinstance(response, list) or not response:
                     continue  # "PONG" outside subscribed mode
@@ -407,6 +475,7 @@ class RedisPubSub:
                     self._acknowledged(link, response[1])
                 # "unsubscribe" and "pong" need nothing
         finally:
+            watch.stop()
             if self._link is link:
                 self._link = None
 
@@ -427,6 +496,11 @@ class RedisPubSub:
                 if not waiter.done():
                     waiter.set_result(None)
         link.settle(channel)
+
+    def _spawn_send(self, link: _Link, command: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(link, command))
+        self._pings.add(task)
+        task.add_done_callback(self._pings.discard)
 
     async def _send(self, link: _Link, command: bytes, *channels: bytes) -> None:
         if self._link is not link or not link.conn.is_connected:
