@@ -11,6 +11,7 @@ over the server's process tree (puma workers, ``cablecar serve --workers 2``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -660,3 +661,78 @@ def server_for(kind: str, *, streams: bool = False) -> Iterator[Server]:
 
 
 __all__ += ["last_json_line", "server_for"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A raw subscriber (Python load clients on uvloop)
+# ---------------------------------------------------------------------------------------------
+
+
+def client_frame(text: str) -> bytes:
+    """A masked client text frame (mask key 0: the payload stays as is)."""
+    data = text.encode()
+    n = len(data)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + data
+
+
+class RawSubscriber(asyncio.Protocol):
+    """One WebSocket of a load client: the upgrade by hand (no extensions), a subscribe,
+    then every byte after the confirmation goes to :meth:`received` as it arrives, raw
+    (counting markers in the byte stream keeps the client cheaper than the servers)."""
+
+    def __init__(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.port = port
+        self.head = b""
+        self.upgraded: asyncio.Future[None] = loop.create_future()
+        self.confirmed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, port: int, identifier: str) -> Any:
+        """Connect, upgrade and subscribe to ``identifier``; return once confirmed."""
+        loop = asyncio.get_running_loop()
+        _t, client = await loop.create_connection(lambda: cls(port), "127.0.0.1", port)
+        await asyncio.wait_for(client.upgraded, 20)
+        command = {"command": "subscribe", "identifier": identifier}
+        client.transport.write(client_frame(json.dumps(command)))
+        await asyncio.wait_for(client.confirmed, 20)
+        return client
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(
+            b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
+            % self.port
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded.done():
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.head.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(self.head[:200].decode("latin-1")))
+                return
+            data = self.head[end + 4 :]
+            self.upgraded.set_result(None)
+        if not self.confirmed.done():
+            if b"confirm_subscription" in data:
+                self.confirmed.set_result(None)
+            return
+        self.received(data)
+
+    def received(self, data: bytes) -> None:
+        """Bytes after the confirmation (override)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.upgraded, self.confirmed):
+            if not fut.done():
+                fut.set_exception(ConnectionError("closed"))
+
+
+__all__ += ["RawSubscriber", "client_frame"]

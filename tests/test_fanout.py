@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+import uvloop
 
 from cablecar import Cable, Channel, _json
+from cablecar.transports.standalone import serve
 from cablecar.transports.standalone import websocket as standalone
 
 from .conftest import TIMEOUT
@@ -118,3 +120,49 @@ async def test_broadcast_to_1000_subscribers_encodes_once_and_frames_once_per_gr
     assert {k: len(v) for k, v in by_identifier.items()} == {ident_a: 1, ident_b: 1}
     for _r, w in clients:
         w.close()
+
+
+def _writes() -> int:
+    """Write system calls this process made so far (``syscw`` of /proc/self/io)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscw:"))
+
+
+def test_frames_for_one_socket_in_one_tick_leave_in_one_write() -> None:
+    """On uvloop (what ``cablecar serve`` runs): a lone broadcast is written to every
+    subscriber before ``broadcast`` returns (nothing waits for a later tick); ten
+    broadcasts in one tick reach 50 subscribers complete and in order with two writes
+    per socket (the first frame at once, the other nine together at the start of the
+    next tick), not ten."""
+    uvloop.run(_one_write_per_tick())
+
+
+async def _one_write_per_tick() -> None:
+    cable = Cable(channels=[FeedChannel], ping_interval=3600)
+    server = await serve(cable, "127.0.0.1", 0)
+    n = 50
+    try:
+        clients = [await _client(server.port, '{"channel":"FeedChannel"}') for _ in range(n)]
+        await asyncio.sleep(0.1)  # the subscribes' own writes are done
+
+        before = _writes()
+        await cable.broadcast("feed", {"n": 0})
+        lone = _writes() - before  # no await since: written in this very tick
+        assert lone == n, lone
+        got = await asyncio.wait_for(asyncio.gather(*(_read_frame(r) for r, _w in clients)),
+                                     TIMEOUT)  # fmt: skip
+        assert all(orjson.loads(raw)["message"] == {"n": 0} for raw in got)
+
+        before = _writes()
+        for i in range(1, 11):
+            await cable.broadcast("feed", {"n": i})  # the memory adapter: all in this tick
+        for reader, _w in clients:
+            seq = [orjson.loads(await asyncio.wait_for(_read_frame(reader), TIMEOUT))["message"]
+                   ["n"] for _ in range(10)]  # fmt: skip
+            assert seq == list(range(1, 11))
+        burst = _writes() - before
+        assert burst == 2 * n, burst  # 10 * n without coalescing
+        for _r, w in clients:
+            w.close()
+    finally:
+        await server.close(timeout=1.0)

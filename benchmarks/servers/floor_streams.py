@@ -19,7 +19,7 @@ import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["main"]
+__all__ = ["command_for", "main"]
 
 
 def _load_floor(path: str) -> Any:
@@ -29,6 +29,20 @@ def _load_floor(path: str) -> Any:
     sys.modules["floor"] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def command_for(floor: Any, ac: bool, payload: bytes, channel: str) -> Any:
+    """``(command, identifier, params)`` of an Action Cable command for ``channel``;
+    None for anything else (the floor's own handling then applies; bad JSON included)."""
+    if not ac:
+        return None
+    try:
+        m = floor.loads(payload)
+        ident = m.get("identifier")
+        params = floor.loads(ident) if ident else {}
+    except Exception:
+        return None
+    return (m, ident, params) if params.get("channel") == channel else None
 
 
 def build(floor: Any) -> type:
@@ -59,18 +73,11 @@ def build(floor: Any) -> type:
             super().handshake(head)
 
         def on_message(self, payload: bytes) -> None:
-            if not self.ac:
+            parsed = command_for(floor, self.ac, payload, "ChatChannel")
+            if parsed is None:
                 super().on_message(payload)
                 return
-            try:
-                m = floor.loads(payload)
-                ident = m.get("identifier")
-                params = floor.loads(ident) if ident else {}
-            except Exception:
-                return
-            if params.get("channel") != "ChatChannel":
-                super().on_message(payload)
-                return
+            m, ident, params = parsed
             cmd = m.get("command")
             room = str(params.get("room") or "")
             if cmd == "subscribe":
@@ -101,11 +108,11 @@ def build(floor: Any) -> type:
     return StreamsWS
 
 
-async def _serve(proto: type, host: str, port: int, floor: Any) -> None:
+async def _serve(proto: type, host: str, port: int, floor: Any, name: str) -> None:
     loop = asyncio.get_running_loop()
     srv = await loop.create_server(proto, host, port, backlog=4096)
     task = asyncio.ensure_future(floor.pinger())
-    print(f"floor-streams listening on ws://{host}:{port}/cable", flush=True)
+    print(f"{name} listening on ws://{host}:{port}/cable", flush=True)
     try:
         async with srv:
             await srv.serve_forever()
@@ -113,8 +120,8 @@ async def _serve(proto: type, host: str, port: int, floor: Any) -> None:
         task.cancel()
 
 
-def main() -> None:
-    """Command line entry point."""
+def main(build: Any = build, name: str = "floor-streams") -> None:
+    """Command line entry point: serve the protocol class ``build(floor)`` returns."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
@@ -124,7 +131,7 @@ def main() -> None:
     import uvloop
 
     uvloop.install()
-    asyncio.run(_serve(build(floor), a.host, a.port, floor))
+    asyncio.run(_serve(build(floor), a.host, a.port, floor, name))
 
 
 if __name__ == "__main__":

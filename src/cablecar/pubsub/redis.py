@@ -347,8 +347,7 @@ class RedisPubSub:
         conn = None
         try:
             conn = await self._publishing_connection()
-            commands = [(b"PUBLISH", channel, payload) for channel, payload, _, _ in batch]
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(_pack_publishes(batch), check_health=False)
             for _, _, done, _ in batch:
                 try:
                     await conn.read_response()
@@ -520,6 +519,18 @@ class RedisPubSub:
             await conn.disconnect(nowait=True)
         except _ERRORS:
             pass
+
+
+def _pack_publishes(batch: list[_Publish]) -> bytes:
+    """The batch's PUBLISH commands in RESP, as one buffer (redis-py's general
+    ``pack_commands`` cost a twentieth of the server's CPU on a many-streams load)."""
+    parts: list[bytes] = []
+    add = parts.append
+    for channel, payload, _, _ in batch:
+        add(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n" % (len(channel), channel, len(payload)))
+        add(payload)
+        add(b"\r\n")
+    return b"".join(parts)
 
 
 async def _idle_and_open(conn: Any) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ...http import Request, Response
-from .websocket import _Socket
+from .websocket import _Socket, _Ticks
 
 if TYPE_CHECKING:
     from ...cable import Cable
@@ -38,6 +38,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._refused_handshakes = 0
+        #: Loop iterations with socket writes, for coalescing (websocket.py).
+        self.ticks = _Ticks(self.loop)
 
     async def _start(
         self,

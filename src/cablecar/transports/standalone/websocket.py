@@ -6,10 +6,16 @@ Invariants:
 1. Before the upgrade completes a socket holds at most ``max_header_size`` (plus
    ``max_http_body`` for plain requests) bytes and lives at most
    ``handshake_timeout`` seconds.
-2. After it, the socket's output goes straight to the transport: a broadcast is one
-   ``transport.write`` of a frame built once for every recipient. The transport's
-   high-water mark is ``max_pending_output``: passing it (``pause_writing``) cuts the
-   client as a slow consumer, so a stalled client cannot grow the server's memory.
+2. After it, a socket's first frame in a loop iteration goes straight to the
+   transport: a broadcast is one ``transport.write`` of a frame built once for every
+   recipient, never delayed. Frames that follow it to the same socket in the same
+   iteration are *coalesced*: kept in order and written together, in one write, at the
+   start of the next iteration (``_Ticks``), so a burst of broadcasts (many in one
+   tick, or many streams per connection) costs one system call per socket and tick
+   instead of one per frame. Every write of the socket takes this path, so the order of
+   its frames is the order they were sent. The transport's high-water mark is
+   ``max_pending_output``: passing it (``pause_writing``) cuts the client as a slow
+   consumer, so a stalled client cannot grow the server's memory.
 3. Every socket is closed within ``close_timeout`` of the server deciding to close
    it, whether or not the client cooperates; nothing is written after a close frame.
 4. Input is bounded too: the frame parser never buffers more than one message of
@@ -63,14 +69,43 @@ __all__: list[str] = []  # used by .server only
 logger = logging.getLogger("cablecar.transports.standalone")
 
 
+class _Ticks:
+    """Loop iterations in which sockets were written to, and the sockets holding
+    frames for the end of the current one (invariant 2)."""
+
+    __slots__ = ("armed", "loop", "now", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        #: The current tick; a socket that wrote in it holds ``_tick == now``.
+        self.now = 1
+        self.armed = False
+        self.pending: list[_Socket] = []
+
+    def arm(self) -> None:
+        """A socket wrote: end this tick at the start of the next loop iteration."""
+        self.armed = True
+        self.loop.call_soon(self._end)
+
+    def _end(self) -> None:
+        self.now += 1
+        self.armed = False
+        pending, self.pending = self.pending, []
+        for sock in pending:
+            sock._flush()  # counts as its write in the new tick: it may arm again
+
+
 class _Socket(asyncio.Protocol):
     """One client socket; also the session's :class:`~cablecar.transport.Sink`."""
 
     __slots__ = (
         "_buf",
         "_closer",
+        "_out",
         "_parser",
         "_paused_reading",
+        "_tick",
+        "_ticks",
         "_timer",
         "closing",
         "server",
@@ -90,6 +125,9 @@ class _Socket(asyncio.Protocol):
         self._closer: asyncio.TimerHandle | None = None
         self._paused_reading = False
         self.closing = False
+        self._ticks = server.ticks
+        self._tick = 0
+        self._out: list[bytes] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -176,6 +214,7 @@ class _Socket(asyncio.Protocol):
                 handle.cancel()
         self._timer = self._closer = None
         self.closing = True
+        self._out = None
         self.server._sockets.pop(self, None)
         if self.session is not None:
             self.session.transport_closed()
@@ -191,10 +230,38 @@ class _Socket(asyncio.Protocol):
     # -- Sink -------------------------------------------------------------------------
 
     def send_prepared(self, wire: bytes) -> None:
-        # Hot path: one buffered write; no JSON, no framing, no await. Nothing may
-        # follow our close frame (pings still reach sessions that are closing).
-        if not self.closing:
+        """Write a frame now if it is the socket's first write of this tick, else with
+        the tick's other frames at its end (invariant 2). Every write of a WebSocket goes
+        through here (``_emit``), so frames keep their order."""
+        # Hot path: no JSON, no framing, no await. Nothing may follow our close frame
+        # (pings still reach sessions that are closing).
+        if self.closing:
+            return
+        ticks = self._ticks
+        if self._tick != ticks.now:  # the first frame of this tick: out at once
+            self._tick = ticks.now
+            if not ticks.armed:
+                ticks.arm()
             self.transport.write(wire)  # type: ignore[union-attr]
+        elif self._out is None:
+            self._out = [wire]
+            ticks.pending.append(self)
+        else:
+            self._out.append(wire)
+
+    _emit = send_prepared
+
+    def _flush(self) -> None:
+        """Write the frames coalesced in the last tick, in one write."""
+        out = self._out
+        if out is None or self.transport is None:
+            return
+        self._out = None
+        ticks = self._ticks
+        self._tick = ticks.now
+        if not ticks.armed:
+            ticks.arm()
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
         """Stop reading from the socket (the session's queue is full)."""
@@ -209,13 +276,13 @@ class _Socket(asyncio.Protocol):
             self.transport.resume_reading()
 
     def send(self, data: bytes) -> None:
-        if not self.closing:
-            self.transport.write(text_frame(data))  # type: ignore[union-attr]
+        self._emit(text_frame(data))
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
         if self.closing or self.transport is None:
             return
         self.closing = True
+        self._flush()
         self.transport.write(build_close(code))
         self._linger()
 
@@ -227,6 +294,7 @@ class _Socket(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        self._flush()
         try:
             if self._paused_reading:
                 transport.resume_reading()
@@ -379,8 +447,8 @@ class _Socket(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """More of a streamed body (a slow reader is cut by ``pause_writing``)."""
-        if not self.closing and self.transport is not None:
-            self.transport.write(data)
+        if self.transport is not None:
+            self._emit(data)
 
     def end(self) -> None:
         """Finish the streamed response: flush, then close."""
@@ -428,6 +496,7 @@ class _Socket(asyncio.Protocol):
             return
         if not self.closing:
             self.closing = True
+            self._flush()
             self.transport.write(build_close(CloseCode.NORMAL if code == 1005 else code))
             # Both close frames are out: close after flushing (bounded by close_timeout).
             self.transport.close()
@@ -457,8 +526,8 @@ class _Socket(asyncio.Protocol):
             self.transport.abort()
 
     def _write(self, data: bytes) -> None:
-        if not self.closing and self.transport is not None:
-            self.transport.write(data)
+        if self.transport is not None:
+            self._emit(data)
 
 
 def _peer(peer: Any) -> str:
