@@ -473,7 +473,9 @@ class Server:
         return f"redis://127.0.0.1:{rport}/0"
 
     def _start_cablecar(self) -> None:
-        exe = REPO / ".venv" / "bin" / "cablecar"
+        # $CABLECAR_BENCH_VENV measures cablecar on another Python (e.g. .venv-3.12).
+        venv = Path(os.environ.get("CABLECAR_BENCH_VENV", REPO / ".venv"))
+        exe = venv / "bin" / "cablecar"
         if not exe.exists():
             raise RuntimeError(f"{exe} not found: run `make` first")
         self.port = free_port()

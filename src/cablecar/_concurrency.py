@@ -25,13 +25,28 @@ def set_sync_wrapper(wrapper: Callable[..., Any] | None) -> None:
     _sync_wrapper = wrapper
 
 
+#: Whether a method's function is ``async def``, by function (``inspect`` is slow, and
+#: channel and connection methods are looked up on every action and connect).
+_ASYNC: dict[Any, bool] = {}
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    func = getattr(fn, "__func__", None)  # a bound method: its class's function
+    if func is None:
+        return inspect.iscoroutinefunction(fn)
+    known = _ASYNC.get(func)
+    if known is None:
+        known = _ASYNC[func] = inspect.iscoroutinefunction(fn)
+    return known
+
+
 async def call_user(pool: ThreadPoolExecutor | None, fn: Callable[..., Any], *args: Any) -> Any:
     """Call ``fn(*args)``: await it when it is a coroutine function, else run it in ``pool``.
 
     A plain function's result is awaited too if it returns an awaitable (a method
     that is ``def`` but returns a coroutine).
     """
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         return await fn(*args)
     wrapper = _sync_wrapper
     if wrapper is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -53,6 +54,8 @@ WORKER_THREAD_PREFIX = "cablecar-worker"
 
 #: Seconds between event-loop lag checks.
 _LAG_EVERY = 1.0
+#: Tasks can start eagerly (``asyncio.Task(..., eager_start=True)``, Python 3.12+).
+_EAGER = sys.version_info >= (3, 12)
 
 #: Seconds ``shutdown`` waits for subscribes in flight before closing the adapter.
 _BROKER_GRACE = 1.0
@@ -106,6 +109,9 @@ class Runtime:
         self._trimmer = HeapTrimmer(self.loop, self._compact)
         #: Long-polling sessions (made on the first poll).
         self.polls: Polls | None = None
+        #: Sessions whose ``connect()`` runs now, and the loop time it must end by.
+        self._connecting: dict[Session, float] = {}
+        self._connect_handle: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         if self.store is not None:
@@ -148,9 +154,16 @@ class Runtime:
 
     # -- services ------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a task the runtime owns (awaited or cancelled on stop)."""
-        task = self.loop.create_task(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, eager: bool = False) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the runtime owns (awaited or cancelled on stop).
+
+        ``eager`` (Python 3.12+): the task runs now, in this call, up to its first
+        suspension, and is already done if it never suspends (no scheduling at all).
+        """
+        if eager and _EAGER:
+            task: asyncio.Task[Any] = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        else:
+            task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -164,6 +177,31 @@ class Runtime:
             fn(*args)
         else:
             self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- connect_timeout: one watch for every connect in flight, not a timer each -----------
+
+    def watch_connect(self, session: Session) -> None:
+        """``session`` runs ``connect()`` from now on: bound it by ``connect_timeout``."""
+        self._connecting[session] = self.loop.time() + self.config.connect_timeout
+        if self._connect_handle is None:
+            self._connect_handle = self.loop.call_later(self._sweep_every(), self._sweep_connects)
+
+    def unwatch_connect(self, session: Session) -> None:
+        self._connecting.pop(session, None)
+
+    def _sweep_every(self) -> float:
+        # An overrun is seen at most this late: a tenth of the bound, 0.25 s at most.
+        return min(0.25, self.config.connect_timeout / 10)
+
+    def _sweep_connects(self) -> None:
+        self._connect_handle = None
+        now = self.loop.time()
+        overran = [s for s, deadline in self._connecting.items() if deadline <= now]
+        for session in overran:
+            del self._connecting[session]
+            session.connect_overran()
+        if self._connecting:
+            self._connect_handle = self.loop.call_later(self._sweep_every(), self._sweep_connects)
 
     def loop_time(self) -> float:
         return self.loop.time()

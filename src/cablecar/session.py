@@ -155,11 +155,13 @@ class Session:
         "__weakref__",
         "_commands",
         "_goodbye",
+        "_overran",
         "_paused",
         "_peers",
         "_presence_key",
         "_queue",
         "_queued_bytes",
+        "_starting",
         "_task",
         "_ticks",
         "_warned",
@@ -190,6 +192,7 @@ class Session:
         self.state = State.CONNECTING
         self._queue: deque[Any] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._starting = False  # _run is being started (and may run eagerly)
         self._warned: set[str] | None = None
         now = runtime.loop_time()
         cfg = runtime.config
@@ -207,6 +210,7 @@ class Session:
         self.lineage: tuple[str, ...] = ()
         self._presence_key: str | None = None
         self._goodbye = False  # the client closed first (a close frame)
+        self._overran = False  # connect() ran past connect_timeout (Runtime's watch)
         #: Loop time of the client's last message (``pong_timeout``).
         self.last_seen = now
         #: Held to ``pong_timeout`` (extended protocol); HTTP transports cannot pong.
@@ -388,8 +392,18 @@ class Session:
 
     def _enqueue(self, item: Any) -> None:
         self._queue.append(item)
-        if self._task is None:
-            self._task = self.runtime.spawn(self._run())
+        if self._task is None and not self._starting:
+            # On Python 3.12+ the task starts eagerly: the queue is worked on right here
+            # until something has to wait (most connects, subscribes and actions never
+            # do, and then no task is scheduled at all). Items enqueued meanwhile are
+            # taken by that same run.
+            self._starting = True
+            try:
+                task = self.runtime.spawn(self._run(), eager=True)
+            finally:
+                self._starting = False
+            if not task.done():
+                self._task = task
 
     async def _run(self) -> None:
         queue = self._queue
@@ -470,21 +484,27 @@ class Session:
         ``connection.restored()``; when it refuses, overruns or raises, close the socket
         as Action Cable does and return False."""
         runtime = self.runtime
-        timeout = runtime.config.connect_timeout if name == "connect" else None
-        scope = asyncio.timeout(timeout)
+        # Bounded by the runtime's watch, not a timer per connection (connect_overran).
+        watched = name == "connect"
+        if watched:
+            runtime.watch_connect(self)
         try:
-            async with scope:
-                await call_user(runtime.pool, getattr(connection, name))
+            await call_user(runtime.pool, getattr(connection, name))
         except Unauthorized:
             what = "connection" if name == "connect" else "resume"
             logger.info("%s: %s rejected (unauthorized)", self, what)
             self.close(DisconnectReason.UNAUTHORIZED, False)
             return False
         except BaseException as exc:
-            if _propagates(exc):
-                raise
-            if scope.expired():
+            overran = self._overran and isinstance(exc, asyncio.CancelledError)
+            if overran:
+                task = asyncio.current_task()
+                if task is not None and task.uncancel() > 0:
+                    raise  # cancelled for another reason as well (a shutdown)
+                timeout = runtime.config.connect_timeout
                 logger.error("%s: %s() took over %ss; closing", self, name, timeout)
+            elif _propagates(exc):
+                raise
             else:
                 logger.error(
                     "%s: %s#%s raised %s", self, type(connection).__name__, name,
@@ -493,7 +513,18 @@ class Session:
                 runtime.report_error(exc, {"connection": connection, "callback": name})
             self.close(DisconnectReason.INVALID_REQUEST, True)
             return False
+        finally:
+            if watched:
+                runtime.unwatch_connect(self)
         return True
+
+    def connect_overran(self) -> None:
+        """``connect()`` ran past ``connect_timeout`` (called by the runtime's watch):
+        cancel it; :meth:`_connection_callback` closes the socket."""
+        task = self._task
+        if task is not None and not self._overran:
+            self._overran = True
+            task.cancel()
 
     def _welcome(self, restored_ids: list[str] | None = None) -> None:
         self.state = State.OPEN

@@ -80,8 +80,10 @@ def parse_head(head: bytes, max_headers: int = 100) -> RequestHead:
     return RequestHead(method, path, query, headers)
 
 
-def _tokens(value: str) -> set[str]:
-    return {t.strip().lower() for t in value.split(",")}
+def _has_token(value: str, token: str) -> bool:
+    """Whether the comma-separated header ``value`` lists ``token`` (lowercase)."""
+    value = value.lower()
+    return value == token or token in {t.strip() for t in value.split(",")}
 
 
 def validate_upgrade(head: RequestHead) -> str:
@@ -92,8 +94,8 @@ def validate_upgrade(head: RequestHead) -> str:
             bad key (400).
     """
     h = head.headers
-    if "websocket" not in _tokens(h.get("upgrade", "")) or "upgrade" not in _tokens(
-        h.get("connection", "")
+    if not _has_token(h.get("upgrade", ""), "websocket") or not _has_token(
+        h.get("connection", ""), "upgrade"
     ):
         raise HandshakeError(
             426,
