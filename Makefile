@@ -47,6 +47,7 @@ docs: $(VENV)/.stamp
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bursts.py
 	$(BIN)/python benchmarks/presence.py
 	$(BIN)/python benchmarks/http_transports.py
 	$(BIN)/python benchmarks/soak.py --duration 1800 --clients 2000 --history --progress 60

@@ -21,7 +21,10 @@ Invariants (on top of :mod:`cablecar.pubsub.base`):
    stops as soon as ``unsubscribe`` is called, even before Redis processed it.
 4. Payloads are passed through as the ``bytes`` Redis returned; they are never decoded.
 5. Publishes are sent in the order ``publish`` was called; a publish whose caller gave
-   up (timeout, cancellation) before its batch was written is not sent.
+   up (cancellation) before its batch was written is not sent. A batch is answered
+   within ``publish_timeout`` of its oldest publish, or all of it raises
+   ``PublishTimeout`` and its connection is dropped (one timer per batch, none per
+   publish or per reply).
 
 Logging (logger ``cablecar.pubsub.redis``): WARNING when the listener loses Redis (or
 cannot reach it at start), INFO when it is back with the number of streams
@@ -138,8 +141,10 @@ class RedisPubSub:
             past it ``publish`` raises :class:`~cablecar.errors.PublishTimeout` (the
             outcome is unknown) and the adapter reports itself not ``connected`` (so
             ``/ready`` answers 503) until Redis answers again.
-        health_check_interval: seconds of silence after which the listener sends a
-            PING; no answer within the same time again means the connection is dead.
+        health_check_interval: the listener checks its connection this often: one
+            that read nothing since the last check is sent a PING, and nothing read by
+            the next check means the connection is dead (a silent Redis is noticed
+            within two to three intervals; one timer, not a timeout per read).
         reconnect_delay: first delay, in seconds, before reconnecting the listener; it
             doubles (with jitter) on each failed attempt ...
         max_reconnect_delay: ... up to this many seconds.

@@ -92,7 +92,7 @@ class _Ticks:
         self.armed = False
         pending, self.pending = self.pending, []
         for sock in pending:
-            sock._flush()  # counts as its write in the new tick: it may arm again
+            sock._flush()  # a burst's flush counts as a write of the new tick
 
 
 class _Socket(asyncio.Protocol):
@@ -257,11 +257,17 @@ class _Socket(asyncio.Protocol):
         if out is None or self.transport is None:
             return
         self._out = None
+        if len(out) == 1:  # one late frame: the socket is not in a burst
+            self.transport.write(out[0])
+            return
+        # A burst: this write counts as the socket's first of the new tick, so what
+        # follows in this tick joins the next write too (one write per tick while it
+        # lasts). After a lone frame the next one goes out at once, as usual.
         ticks = self._ticks
         self._tick = ticks.now
         if not ticks.armed:
             ticks.arm()
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.transport.write(b"".join(out))
 
     def pause_reading(self) -> None:
         """Stop reading from the socket (the session's queue is full)."""
