@@ -22,10 +22,13 @@ $(DEMO_VENV)/.stamp: pyproject.toml
 	@echo "make demo: ready ($$(du -sm $(DEMO_VENV) | cut -f1) MB)"
 	touch $@
 
-# ruff (format and lint), mypy --strict on the package, then every test (Python 3.11),
+# ruff (format and lint), mypy --strict on the package, then every test (Python 3.11), the
+# burst benchmark's own correctness tests (every delivery counted, in order; no timing),
 # then the unit, protocol, server and adapter tests on Python 3.12 and 3.13.
 test: setup lint types
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -q benchmarks/test_benchmarks.py \
+	  -k "(bursts_count_every_delivery_in_order and cablecar) or burst_order_check"
 	scripts/test_matrix.sh
 
 # Without the browser, Node and service-backed tests.

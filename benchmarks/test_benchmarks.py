@@ -330,3 +330,35 @@ def test_profile_summaries() -> None:
         "run (a.py:1);write (loop.c:10) 2\nrun (a.py:1);write (loop.c:12) 3\n", lines=False
     )
     assert merged == Counter({("run (a.py)", "write (loop.c)"): 5})
+
+
+@pytest.mark.parametrize("kind", ["floor", pytest.param("cablecar", marks=needs_cablecar)])
+@pytest.mark.parametrize("shape", ["ticks", "streams"])
+def test_bursts_count_every_delivery_in_order(kind: str, shape: str) -> None:
+    """20 connections, 100 broadcasts per burst (10 per tick on one stream, or one per
+    tick on each of 50 streams): every delivery counted and checked in order per stream."""
+    from bursts import parse_args, run_bursts
+
+    args = parse_args(["--clients", "20", "--broadcasts", "100", "--repeat", "1"])
+    r = run_bursts(kind, shape, args)
+    assert r["complete"], r["problems"]
+    assert r["deliveries_per_burst"] == 20 * 100
+    assert r["deliveries_per_s"] and r["server_cpu_us_per_delivery"] is not None
+
+
+def test_burst_order_check_finds_what_is_wrong() -> None:
+    """The order check names a missing, a repeated, a reordered and a stray message."""
+    from bursts import check_order
+
+    def msgs(*pairs: tuple[int, int]) -> bytes:
+        return b"".join(b'{"message":{"s":%d,"n":%d,"pad":"x"}}' % p for p in pairs)
+
+    assert check_order(msgs((0, 0), (1, 0), (0, 1), (1, 1)), 2, 2) is None
+    assert check_order(msgs((0, 0), (1, 0), (1, 1)), 2, 2) == "stream s0: 1 of 2 messages"
+    assert check_order(msgs((0, 0), (0, 0), (0, 1)), 1, 2) == (
+        "stream s0: message 0 where 1 was due"
+    )
+    assert check_order(msgs((0, 1), (0, 0)), 1, 2) == "stream s0: message 1 where 0 was due"
+    assert (
+        check_order(msgs((3, 0)), 2, 1) == "a message of stream s3, which it does not stream from"
+    )
