@@ -257,3 +257,26 @@ async def test_a_redis_listener_whose_server_freezes_reconnects(
         finally:
             await rx.close()
             await tx.close()
+
+
+async def test_closing_a_redis_adapter_ends_a_publish_still_waiting_for_redis() -> None:
+    """Redis frozen with a publish waiting for its answer (a long publish timeout): closing
+    the adapter ends that publish at once with AdapterError ("closed"); it does not hang."""
+    from cablecar.pubsub.redis import RedisPubSub
+
+    from ..services import freeze, thaw
+
+    with RedisServer() as server:
+        tx = RedisPubSub(server.url, publish_timeout=30.0)
+        await tx.publish("room", b"1")  # the publishing connection is open
+        frozen = [server.proc.pid]
+        freeze(frozen)
+        try:
+            waiting = asyncio.create_task(tx.publish("room", b"2"))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            await asyncio.wait_for(tx.close(), 5)
+            with pytest.raises(AdapterError, match="closed"):
+                await asyncio.wait_for(waiting, 1)
+        finally:
+            thaw(frozen)

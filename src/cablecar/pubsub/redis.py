@@ -331,6 +331,18 @@ class RedisPubSub:
                         await self._send_batch(batch)
                 except TimeoutError:
                     await self._timed_out(batch)
+                except BaseException as exc:  # closed (cancelled), or a bug: never leave
+                    closed = isinstance(exc, asyncio.CancelledError)  # a caller waiting
+                    error = AdapterError(
+                        "the Redis adapter was closed" if closed
+                        else f"publish to Redis at {self._where} failed: {exc!r}"
+                    )  # fmt: skip
+                    for _, _, done, _ in batch:
+                        if not done.done():
+                            done.set_exception(error)
+                    if closed or not isinstance(exc, Exception):
+                        raise
+                    logger.exception("publishing to Redis failed")
         finally:
             self._writer = None
 
