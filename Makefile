@@ -23,12 +23,13 @@ $(DEMO_VENV)/.stamp: pyproject.toml
 	touch $@
 
 # ruff (format and lint), mypy --strict on the package, then every test (Python 3.11), the
-# burst benchmark's own correctness tests (every delivery counted, in order; no timing),
+# new benchmarks' own correctness tests (bursts, workers balance, ASGI split: every delivery
+# counted, in order; no timing),
 # then the unit, protocol, server and adapter tests on Python 3.12 and 3.13.
 test: setup lint types
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:cacheprovider -q benchmarks/test_benchmarks.py \
-	  -k "(bursts_count_every_delivery_in_order and cablecar) or burst_order_check"
+	  -k "(bursts_count_every_delivery_in_order and cablecar) or burst_order_check or workers_balance or asgi_split"
 	scripts/test_matrix.sh
 
 # Without the browser, Node and service-backed tests.
@@ -55,6 +56,8 @@ bench: setup
 	$(BIN)/python benchmarks/http_transports.py
 	$(BIN)/python benchmarks/soak.py --duration 1800 --clients 2000 --history --progress 60
 	$(BIN)/python benchmarks/fuzz.py
+	$(BIN)/python benchmarks/workers_balance.py
+	$(BIN)/python benchmarks/asgi_split.py
 
 # The Python environment: rebuilt when pyproject.toml changes.
 $(VENV)/.stamp: pyproject.toml

@@ -106,6 +106,16 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,6 +228,35 @@ async def _open(port: int, deflate: bool) -> _Client:
     return client
 
 
+async def burst_once(
+    clients: list[_Client], pid: int, n: int, size: int, timeout: float = 120.0
+) -> tuple[int, int, float, float]:
+    """Ask the server (through ``clients[0]``) for a burst of ``n`` broadcasts and count
+    them at every client: (deliveries counted, expected, seconds from the first to the
+    last delivery, server CPU seconds)."""
+    control = clients[0]
+    base = sum(c.count for c in clients)
+    want = base + n * len(clients)
+    cpu0 = cpu_seconds(pid)
+    data = json.dumps({"action": "burst", "n": n, "size": size})
+    msg = {"command": "message", "identifier": IDENT, "data": data}
+    control.transport.write(_frame(json.dumps(msg)))  # type: ignore[union-attr]
+    first = None
+    deadline = time.monotonic() + timeout
+    while True:
+        got = sum(c.count for c in clients)
+        if first is None and got > base:
+            first = time.perf_counter()
+        if got >= want or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    used = cpu_seconds(pid) - cpu0
+    await asyncio.sleep(0.05)  # a late delivery would show as one too many
+    got = sum(c.count for c in clients)
+    return got - base, want - base, elapsed, used
+
+
 async def measure(kind: str, port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     sem = asyncio.Semaphore(100)
 
@@ -232,25 +271,10 @@ async def measure(kind: str, port: int, pid: int, args: argparse.Namespace) -> d
     cpu: list[float] = []
 
     async def burst(n: int) -> tuple[float, float]:
-        base = sum(c.count for c in clients)
-        want = base + n * len(clients)
-        cpu0 = cpu_seconds(pid)
-        data = json.dumps({"action": "burst", "n": n, "size": args.size})
-        msg = {"command": "message", "identifier": IDENT, "data": data}
-        control.transport.write(_frame(json.dumps(msg)))  # type: ignore[union-attr]
-        first = None
-        deadline = time.monotonic() + 120
-        while True:
-            got = sum(c.count for c in clients)
-            if first is None and got > base:
-                first = time.perf_counter()
-            if got >= want or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.002)
-        elapsed = time.perf_counter() - (first or time.perf_counter())
+        got, want, elapsed, used = await burst_once(clients, pid, n, args.size)
         if got < want:
-            raise RuntimeError(f"{kind}: {got - base} of {want - base} deliveries arrived")
-        return (want - base) / max(elapsed, 1e-9), (cpu_seconds(pid) - cpu0) / (want - base)
+            raise RuntimeError(f"{kind}: {got} of {want} deliveries arrived")
+        return want / max(elapsed, 1e-9), used / want
 
     await burst(20)  # warm-up
     for _ in range(args.rounds):
@@ -306,12 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result), flush=True)
             results.append(result)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
     base = next((r for r in results if r["server"] == "standalone"), None)
     print(f"\n{'server':<12} {'deliveries/s':>14} {'vs standalone':>14} {'CPU us/delivery':>16}")
     for r in results:

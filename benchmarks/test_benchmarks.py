@@ -362,3 +362,88 @@ def test_burst_order_check_finds_what_is_wrong() -> None:
     assert (
         check_order(msgs((3, 0)), 2, 1) == "a message of stream s3, which it does not stream from"
     )
+
+
+# -- workers balance and the ASGI split ------------------------------------------------------
+
+
+@needs_cablecar
+@needs_redis
+@pytest.mark.services
+def test_workers_balance_counts_every_connection_and_delivery() -> None:
+    """--workers 2, 50 clients: each connection is held by a worker, every delivery counted."""
+    from workers_balance import run_balance
+
+    r = run_balance(50, broadcasts=3, rounds=1, warmup=2)
+    assert r["subscribed"] == 50
+    assert len(r["worker_pids"]) == len(r["connections_per_worker"]) == 2
+    assert sum(r["connections_per_worker"]) == 50
+    assert r["connections_no_worker"] == 0 and r["clients_unmatched"] == 0
+    assert r["deliveries_counted_per_worker"] == r["deliveries_expected_per_worker"]
+    assert sum(r["deliveries_expected_per_worker"]) == 50 * (3 + 2)
+    assert [w["deliveries"] for w in r["rounds"][0]["workers"]] == [
+        3 * n for n in r["connections_per_worker"]
+    ]
+    assert r["complete"], r["problems"]
+
+
+def test_asgi_split_classifies_a_hand_written_profile() -> None:
+    """Samples go to the innermost cablecar / ASGI server / event loop frame; CPU by thread."""
+    from asgi_split import classify_frame, cpu_split, split
+
+    root = "process 1:x;thread (11): MainThread;run (/v/lib/python3.11/asyncio/runners.py)"
+    cc = "/w/src/cablecar"
+    uv = "/v/site-packages/uvicorn/protocols/websockets/websockets_sansio_impl.py"
+    text = "\n".join(
+        [
+            f"{root};_write_loop ({cc}/transports/asgi.py);send ({uv}) 50",
+            f"{root};_write_loop ({cc}/transports/asgi.py) 10",
+            f"{root};deliver ({cc}/hub.py);dumps ({cc}/_json.py);encode (/py/json/encoder.py) 5",
+            f"{root};burst (/w/benchmarks/asgi_vs_standalone.py) 5",
+            f"{root} 20",  # uvloop's C loop: the innermost Python frame is asyncio's
+            "process 1:x;thread (12) 10",  # a thread with no Python frame (Granian's Rust)
+            "process 1:x;thread (11): MainThread;run (/v/uvloop/loop.c);epoll_wait (libc.so.6) 7",
+        ]
+    )
+    s = split(parse_collapsed(text))
+    assert s["idle_samples_dropped"] == 7
+    assert s["samples"] == 100
+    assert s["samples_by_kind"] == {
+        "cablecar": 15,
+        "app": 5,
+        "asgi_server": 50,
+        "event_loop": 20,
+        "native": 10,
+        "other": 0,
+    }
+    top = {f.split(" (")[0]: n for f, n, _share in s["cablecar_top"]}
+    assert top == {"_write_loop": 10, "dumps": 5}  # json's encoder counts for its caller
+    assert s["samples_by_thread"]["12"] == {"native": 10}
+    assert classify_frame("f (/v/site-packages/granian/asgi.py)") == "asgi_server"
+    assert classify_frame("f (/usr/lib/python3.11/json/encoder.py)") is None
+    # thread 11: 9 s of CPU over 90 samples; 12: 1 s over 10; 13 never sampled: 10 s.
+    cpu = cpu_split(
+        s["samples_by_thread"], {"5/11 python": 9.0, "5/12 python": 1.0, "5/13 tokio": 10.0}
+    )
+    assert cpu["cablecar"] == pytest.approx(0.075)  # 9 s x 15/90 of 20 s
+    assert cpu["native"] == pytest.approx(0.05)
+    assert cpu["unsampled"] == pytest.approx(0.5)
+    assert sum(cpu.values()) == pytest.approx(1.0)
+
+
+@needs_cablecar
+def test_asgi_split_counts_every_delivery_under_the_profiler() -> None:
+    """uvicorn, 20 clients, one plain and one profiled burst of 20: every delivery counted."""
+    from pathlib import Path
+
+    from asgi_split import find_pyspy, parse_args, run_split
+
+    pyspy = find_pyspy()
+    if pyspy is None:
+        pytest.skip("py-spy is not installed")
+    args = parse_args(["--clients", "20", "--burst", "20", "--rounds", "1", "--attach", "0.5"])
+    r = run_split("uvicorn", args, pyspy, "test")
+    assert r["delivered"] == r["expected"] == 20 * 20 * 2  # one plain, one profiled burst
+    assert sum(r["samples_by_kind"].values()) == r["samples"]
+    assert not [p for p in r["problems"] if "deliveries" in p]
+    Path(r["profile"]).unlink(missing_ok=True)
