@@ -429,14 +429,16 @@ class _Socket(asyncio.Protocol):
     # -- server-sent events (an HTTPStream for cablecar.sse) -------------------------------
 
     def _open_sse(self, request: Request) -> None:
+        # Writable from here on, until the stream ends: the session may answer inside
+        # open_sse already (its connect and welcome run there when they need not wait,
+        # as tasks start eagerly on Python 3.12+).
+        self.closing = False
         opened = self.server.cable.open_sse(self, request)
         if isinstance(opened, Response):
-            self.closing = False
             self.begin(opened.status, [("Content-Type", opened.content_type), *opened.headers],
                        opened.body)  # fmt: skip
             self.end()
             return
-        self.closing = False  # written to until the stream ends
         self.session = opened
 
     def begin(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
