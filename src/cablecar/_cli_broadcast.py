@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from typing import Any
 
 from . import _json
 from ._cli_help import subcommand
 from .broadcast import Broadcaster
+from .config import CableConfig
 from .errors import AdapterError, ConfigurationError
 
 __all__ = ["add_subcommand", "run"]
@@ -58,16 +60,17 @@ def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="the servers run with history=True: store the message for clients that are away",
     )
-    parser.add_argument(
-        "--history-limit", type=int, default=100, metavar="N", help="the servers' history_limit"
-    )
-    parser.add_argument(
-        "--history-ttl",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="the servers' history_ttl",
-    )
+    # The defaults are the servers' own (CableConfig's), so they cannot drift apart.
+    defaults = {f.name: f.default for f in dataclasses.fields(CableConfig)}
+    for setting, metavar in (("history_limit", "N"), ("history_ttl", "SECONDS")):
+        default = defaults[setting]
+        parser.add_argument(
+            "--" + setting.replace("_", "-"),
+            type=type(default),
+            default=default,
+            metavar=metavar,
+            help=f"the servers' {setting}",
+        )
     parser.add_argument(
         "--exclude-socket",
         default=None,

@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from cablecar import Cable, Channel, Connection
+from cablecar.pubsub import MemoryPubSub
 from cablecar.transports.asgi import CableMiddleware
 
 from ..asgi_servers import SERVERS, ASGIProcess, InProcessServer
@@ -238,6 +239,48 @@ async def test_middleware_runs_the_cables_lifespan_when_the_host_app_has_none(
         assert (await http.get(f"http://127.0.0.1:{server.port}/x")).text == "django"
     await server.stop()
     assert cable.state.value == "stopped"
+
+
+async def test_lifespan_answers_startup_and_shutdown_and_reports_a_failed_start(
+    caplog: Any,
+) -> None:
+    """The cable app answers the ASGI lifespan events: complete for a cable that starts
+    and stops, ``lifespan.startup.failed`` with the error (logged) for one whose pub/sub
+    service refuses, so the ASGI server exits instead of serving."""
+
+    async def lifespan(app: Any, *events: str) -> list[dict[str, Any]]:
+        incoming = [{"type": f"lifespan.{event}"} for event in events]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return incoming.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app({"type": "lifespan"}, receive, send), TIMEOUT)
+        return sent
+
+    cable = echo_cable()
+    assert await lifespan(cable.asgi(), "startup", "shutdown") == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.complete"},
+    ]
+    assert cable.state.value == "stopped"
+
+    class Unreachable(MemoryPubSub):
+        async def start(self, on_message: Any) -> None:
+            raise ConnectionRefusedError("the broker refused")
+
+    with caplog.at_level(logging.ERROR, logger="cablecar"):
+        sent = await lifespan(echo_cable(pubsub=Unreachable()).asgi(), "startup")
+    assert sent == [
+        {
+            "type": "lifespan.startup.failed",
+            "message": "ConnectionRefusedError('the broker refused')",
+        }
+    ]
+    assert "the cable failed to start" in caplog.text
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-from . import frames
-from .commands import (
-    AnyCommand,
-    History,
-    HistoryRequest,
-    Join,
-    Leave,
-    Perform,
-    Ping,
-    Pong,
-    PresenceInfo,
-    Subscribe,
-    Unsubscribe,
-    Whisper,
-    parse_command,
-    parse_identifier,
-)
-from .constants import (
-    DEFAULT_MOUNT_PATH,
-    EXT_SUBPROTOCOL,
-    PING_INTERVAL,
-    SUBPROTOCOLS,
-    Command,
-    DisconnectReason,
-    MessageType,
-)
-from .negotiation import choose_subprotocol, parse_subprotocols
+from . import commands, constants, frames, negotiation
+from .commands import *
+from .constants import *
+from .negotiation import *
 
-__all__ = [
-    "DEFAULT_MOUNT_PATH",
-    "EXT_SUBPROTOCOL",
-    "PING_INTERVAL",
-    "SUBPROTOCOLS",
-    "AnyCommand",
-    "Command",
-    "DisconnectReason",
-    "History",
-    "HistoryRequest",
-    "Join",
-    "Leave",
-    "MessageType",
-    "Perform",
-    "Ping",
-    "Pong",
-    "PresenceInfo",
-    "Subscribe",
-    "Unsubscribe",
-    "Whisper",
-    "choose_subprotocol",
-    "frames",
-    "parse_command",
-    "parse_identifier",
-    "parse_subprotocols",
-]
+# Each submodule lists its public names once, in its own ``__all__`` (as asyncio's
+# package does); this package re-exports them all.
+__all__ = ["frames"]
+__all__ += commands.__all__
+__all__ += constants.__all__
+__all__ += negotiation.__all__

@@ -16,6 +16,7 @@ from ..errors import InvalidCommand
 from .constants import Command
 
 __all__ = [
+    "AnyCommand",
     "History",
     "HistoryRequest",
     "Join",

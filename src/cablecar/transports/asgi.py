@@ -356,23 +356,27 @@ class ASGIApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                try:
-                    _show_logs()
-                    await self.cable.start()
-                except Exception as exc:
-                    logger.exception("the cable failed to start")
-                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                _show_logs()
+                if not await _lifespan_step(send, "startup", self.cable.start, "start"):
                     return
-                await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                try:
-                    await self.cable.stop()
-                except Exception as exc:
-                    logger.exception("the cable failed to stop cleanly")
-                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
-                    return
-                await send({"type": "lifespan.shutdown.complete"})
+                await _lifespan_step(send, "shutdown", self.cable.stop, "stop cleanly")
                 return
+
+
+async def _lifespan_step(
+    send: Send, phase: str, step: Callable[[], Awaitable[None]], verb: str
+) -> bool:
+    """Run the cable's ``start`` or ``stop`` for a lifespan event and answer it
+    ``lifespan.<phase>.complete``, or ``.failed`` with the error (logged)."""
+    try:
+        await step()
+    except Exception as exc:
+        logger.exception("the cable failed to %s", verb)
+        await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
+        return False
+    await send({"type": f"lifespan.{phase}.complete"})
+    return True
 
 
 class CableMiddleware:

@@ -353,16 +353,32 @@ function showError(id, text) {
 
 // -- the "how it works" panel -------------------------------------------------------------
 
-const column = (id) => ({ node: $(id), epoch: null, since: 0, requests: 0, empty: 0, failed: 0, timer: null });
-const rr = column("method-rr");
-const poll = column("method-poll");
-const push = column("method-push");
+// Every column shows the same readings (class, label, value before any message); only
+// the label of the count differs.
+const READINGS = [["latest", "Latest message", "–"], ["delay", "Shown after", "–"], ["requests", null, "0"]];
+
+function column(id, countLabel) {
+  const node = $(id);
+  const list = document.createElement("dl");
+  for (const [name, label, initial] of READINGS) {
+    const term = document.createElement("dt");
+    term.textContent = label ?? countLabel;
+    const value = document.createElement("dd");
+    value.className = name;
+    value.textContent = initial;
+    list.append(term, value);
+  }
+  node.append(list);
+  return { node, epoch: null, since: 0, requests: 0, empty: 0, failed: 0, timer: null };
+}
+
+const rr = column("method-rr", "Requests");
+const poll = column("method-poll", "Requests");
+const push = column("method-push", "Messages pushed");
 
 function resetColumn(col) {
   Object.assign(col, { epoch: null, since: 0, requests: 0, empty: 0, failed: 0 });
-  col.node.querySelector(".latest").textContent = "–";
-  col.node.querySelector(".delay").textContent = "–";
-  col.node.querySelector(".requests").textContent = "0";
+  for (const [name, , initial] of READINGS) col.node.querySelector(`.${name}`).textContent = initial;
 }
 
 function showLatest(col, message, delay) {
