@@ -12,7 +12,9 @@ clock (``TIME``), so nodes with skewed clocks agree on ages.
 
 from __future__ import annotations
 
+import itertools
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -223,25 +225,30 @@ class RedisStore:
             raise AdapterError(f"history store: {exc}") from exc
         self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
+    async def _run(
+        self, script: Any, keys: list[str], args: list[Any], store: str = "history"
+    ) -> Any:
+        """Run one of the scripts; a Redis error is an AdapterError naming the store."""
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise AdapterError(f"{store} store: {exc}") from exc
+
     async def append(self, stream: str, payload: bytes, exclude: str | None) -> int:
         ttl_ms = int(self.settings.history_ttl * 1000)
-        try:
-            offset = await self._append(
-                keys=[self._p + "s:" + stream, self._p + "top:" + stream],
-                args=[payload, exclude or "", self.settings.history_limit, ttl_ms, ttl_ms * 10],
-            )
-        except RedisError as exc:
-            raise AdapterError(f"history store: {exc}") from exc
+        offset = await self._run(
+            self._append,
+            [self._p + "s:" + stream, self._p + "top:" + stream],
+            [payload, exclude or "", self.settings.history_limit, ttl_ms, ttl_ms * 10],
+        )
         return int(offset)
 
     async def _entries(self, stream: str, start: str) -> tuple[int, list[tuple[int, Entry]]]:
-        try:
-            top, now, raw = await self._read(
-                keys=[self._p + "s:" + stream, self._p + "top:" + stream],
-                args=[start, self.settings.history_limit + 1],
-            )
-        except RedisError as exc:
-            raise AdapterError(f"history store: {exc}") from exc
+        top, now, raw = await self._run(
+            self._read,
+            [self._p + "s:" + stream, self._p + "top:" + stream],
+            [start, self.settings.history_limit + 1],
+        )
         oldest = int(now) - int(self.settings.history_ttl * 1000)
         found: list[tuple[int, Entry]] = []
         for entry_id, fields in raw:
@@ -269,60 +276,51 @@ class RedisStore:
         _top, found = await self._entries(stream, "-")
         return [e for t, e in found if t >= timestamp * 1000]
 
+    async def _batch(
+        self, script: Any, ttl: float, pairs: Sequence[tuple[str, Any]], store: str = "history"
+    ) -> None:
+        """Run ``script`` once for many pairs: ARGV is the key prefix, ``ttl`` in
+        milliseconds, then every pair's two values. No pairs, no call."""
+        if pairs:
+            args: list[Any] = [self._p, int(ttl * 1000), *itertools.chain.from_iterable(pairs)]
+            await self._run(script, [], args, store)
+
     async def save_sessions(self, sessions: list[tuple[str, bytes]]) -> None:
-        if not sessions:
-            return
-        args: list[Any] = [self._p, int(self.settings.sessions_ttl * 1000)]
-        for sid, data in sessions:
-            args += [sid, data]
-        try:
-            await self._save(keys=[], args=args)
-        except RedisError as exc:
-            raise AdapterError(f"history store: {exc}") from exc
+        await self._batch(self._save, self.settings.sessions_ttl, sessions)
 
     async def take_session(self, sid: str) -> bytes | None:
-        try:
-            value = await self._take(
-                keys=[self._p + "sess:" + sid, self._p + "ret:" + sid],
-                args=[int(self.settings.sessions_ttl * 1000)],
-            )
-        except RedisError as exc:
-            raise AdapterError(f"history store: {exc}") from exc
+        value = await self._run(
+            self._take,
+            [self._p + "sess:" + sid, self._p + "ret:" + sid],
+            [int(self.settings.sessions_ttl * 1000)],
+        )
         return value if isinstance(value, bytes) else None
 
     # -- presence ----------------------------------------------------------------------
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except RedisError as exc:
-            raise AdapterError(f"presence store: {exc}") from exc
+    async def _presence(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._run(script, keys, args, "presence")
 
     async def presence_join(self, stream: str, sid: str, pid: str, info: bytes) -> bool:
         p = self._p
         ttl_ms = int(self.settings.presence_ttl * 1000)
         keys = [p + "pr:" + stream, p + "prs:" + stream, p + "pr:streams"]
-        return bool(await self._run(self._p_join, keys, [stream, sid, pid, info, ttl_ms]))
+        return bool(await self._presence(self._p_join, keys, [stream, sid, pid, info, ttl_ms]))
 
     async def presence_leave(self, stream: str, sid: str) -> str | None:
         keys = [self._p + "pr:" + stream, self._p + "prs:" + stream]
-        pid = await self._run(self._p_leave, keys, [sid])
+        pid = await self._presence(self._p_leave, keys, [sid])
         return pid.decode() if isinstance(pid, bytes) else None
 
     async def presence_touch(self, records: list[tuple[str, str]]) -> None:
-        if not records:
-            return
-        args: list[Any] = [self._p, int(self.settings.presence_ttl * 1000)]
-        for stream, sid in records:
-            args += [stream, sid]
-        await self._run(self._p_touch, [], args)
+        await self._batch(self._p_touch, self.settings.presence_ttl, records, "presence")
 
     async def presence_members(self, stream: str) -> list[tuple[str, bytes]]:
-        flat = await self._run(self._p_members, [self._p + "pr:" + stream], [])
+        flat = await self._presence(self._p_members, [self._p + "pr:" + stream], [])
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def presence_expire(self) -> list[tuple[str, str]]:
-        flat = await self._run(self._p_expire, [], [self._p])
+        flat = await self._presence(self._p_expire, [], [self._p])
         return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
     def size(self) -> int:

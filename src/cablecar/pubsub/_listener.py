@@ -1,5 +1,7 @@
 """What every network adapter shares: the listener's reconnect loop, its log lines,
-backoff, the guarded handler call and the stream-name prefix.
+backoff, the guarded handler call and the stream-name prefix; and, for the adapters
+that run that loop (Redis, PostgreSQL), ``ListeningAdapter``: the wanted channels, the
+subscribes waiting for them, ``start`` and ``close``.
 
 Invariants:
 
@@ -21,19 +23,29 @@ each failed attempt in between; ERROR with a traceback for an unexpected excepti
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import ClassVar, Generic, TypeVar
 
 from .._urls import redact_url
+from ..errors import AdapterError
 from .base import MessageHandler
 
-__all__ = ["Listener", "StallWatch", "prefix_for", "redact_url", "safe_deliver"]
+__all__ = [
+    "Listener",
+    "ListeningAdapter",
+    "StallWatch",
+    "prefix_for",
+    "redact_url",
+    "safe_deliver",
+]
 
 C = TypeVar("C")
+K = TypeVar("K", bound=Hashable)
 
 
 def prefix_for(channel_prefix: str | None) -> str:
@@ -197,6 +209,138 @@ class Listener(Generic[C]):
                 self._attempt += 1
         finally:
             self._first_attempt_done()
+
+
+class ListeningAdapter(abc.ABC, Generic[K, C]):
+    """The part of an adapter around its :class:`Listener` (connections of type ``C``):
+    which service channels (keys of type ``K``) are wanted, for which stream, and the
+    subscribes waiting for their channel to go live.
+
+    Invariants:
+
+    1. ``_channels`` maps every wanted channel to its stream; a message on a channel
+       not in it is dropped, so delivery stops as soon as ``unsubscribe`` is called.
+    2. A subscribe waits on a future in ``_waiters`` until the listener confirms its
+       channel (``_resolve``), the channel is no longer wanted (``_forget``), or the
+       adapter closes (``AdapterError``).
+
+    Subclasses set ``service`` (its name in log lines and errors) and provide the
+    listener's three steps: ``_connect_listener``, ``_serve`` and ``_discard``.
+    """
+
+    service: ClassVar[str]
+
+    def __init__(
+        self,
+        url: str,
+        channel_prefix: str | None,
+        logger: logging.Logger,
+        *,
+        publish_timeout: float,
+        reconnect_delay: float,
+        max_reconnect_delay: float,
+        errors: tuple[type[BaseException], ...],
+        describe: Callable[[BaseException], str] = str,
+    ) -> None:
+        self.url = url
+        self._where = redact_url(url)
+        self._prefix = prefix_for(channel_prefix)
+        self._publish_timeout = publish_timeout
+        self._on_message: MessageHandler | None = None
+        self._channels: dict[K, str] = {}
+        self._waiters: dict[K, list[asyncio.Future[None]]] = {}
+        self._closed = False
+        self._listener: Listener[C] = Listener(
+            self.service,
+            url,
+            logger,
+            connect=self._connect_listener,
+            serve=self._serve,
+            discard=self._discard,
+            errors=errors,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+            describe=describe,
+        )
+
+    @abc.abstractmethod
+    async def _connect_listener(self) -> C:
+        """Open a listening connection."""
+
+    @abc.abstractmethod
+    async def _serve(self, conn: C, ready: Callable[[int], None]) -> None:
+        """Resubscribe every wanted channel on ``conn``, call ``ready``, then listen."""
+
+    @abc.abstractmethod
+    async def _discard(self, conn: C) -> None:
+        """Close a connection that failed or is no longer used (never raises)."""
+
+    @abc.abstractmethod
+    async def _close_connections(self) -> None:
+        """Close what the adapter holds besides the listener (called once, by ``close``)."""
+
+    async def start(self, on_message: MessageHandler) -> None:
+        """Connect the listener and deliver subscribed streams to ``on_message``.
+
+        Returns after the first connection attempt. If the service is unreachable it
+        logs a WARNING and keeps retrying in the background; ``subscribe`` waits
+        meanwhile.
+        """
+        self._on_message = on_message
+        self._ensure_listener()
+        assert self._listener.first_attempt is not None
+        await asyncio.shield(self._listener.first_attempt)
+
+    async def close(self) -> None:
+        """Stop the listener, end every subscribe still waiting with
+        :class:`~cablecar.errors.AdapterError`, and close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._listener.stop()
+        closed = AdapterError(f"the {self.service} adapter was closed")
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(closed)
+        self._waiters.clear()
+        self._channels.clear()
+        await self._close_connections()
+
+    @property
+    def reconnects(self) -> int:
+        """Times the listener came back after losing the service."""
+        return self._listener.reconnects
+
+    def _ensure_listener(self) -> None:
+        if self._closed:
+            raise AdapterError(f"the {self.service} adapter is closed")
+        self._listener.start(f"cablecar-{self.service.lower()}-listener")
+
+    def _want(self, channel: K, stream: str) -> None:
+        """Mark ``channel`` wanted for ``stream`` (the listener is started if needed)."""
+        self._ensure_listener()
+        self._channels[channel] = stream
+
+    def _until_live(self, channel: K) -> asyncio.Future[None]:
+        """A future that completes when ``channel`` is live (see invariant 2)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        return waiter
+
+    def _resolve(self, channel: K) -> None:
+        """The listener confirmed ``channel``: its subscribes return."""
+        for waiter in self._waiters.pop(channel, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _forget(self, channel: K) -> bool:
+        """``channel`` is no longer wanted (its waiting subscribes return); false if it
+        was not wanted."""
+        if self._channels.pop(channel, None) is None:
+            return False
+        self._resolve(channel)
+        return True
 
 
 class StallWatch:

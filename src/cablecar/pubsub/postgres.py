@@ -60,8 +60,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import AdapterError, ConfigurationError, PublishTimeout
-from ._listener import Listener, StallWatch, prefix_for, redact_url, safe_deliver
-from .base import MessageHandler
+from ._listener import ListeningAdapter, StallWatch, safe_deliver
 
 __all__ = ["MAX_CHANNEL_BYTES", "NOTIFY_LIMIT", "TABLE", "PostgresPubSub", "channel_for"]
 
@@ -133,7 +132,7 @@ def _oneline(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class PostgresPubSub:
+class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
     """PostgreSQL LISTEN/NOTIFY, with names over 63 bytes and payloads over 8000 bytes.
 
     Args:
@@ -155,6 +154,8 @@ class PostgresPubSub:
     replayed; it LISTENs again to everything by itself once the server is back.
     """
 
+    service = "PostgreSQL"
+
     def __init__(
         self,
         url: str,
@@ -167,8 +168,16 @@ class PostgresPubSub:
         max_reconnect_delay: float = 5.0,
         retention: float = 60.0,
     ) -> None:
-        self.url = url
-        self._where = redact_url(url)
+        super().__init__(
+            url,
+            channel_prefix,
+            logger,
+            publish_timeout=publish_timeout,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+            errors=_ERRORS,
+            describe=_oneline,
+        )
         try:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -180,29 +189,12 @@ class PostgresPubSub:
             "client_encoding": "utf8",
             "application_name": "cablecar",
         }
-        self._prefix = prefix_for(channel_prefix)
-        self._publish_timeout = publish_timeout
         self._health_check_interval = health_check_interval
         self._retention = retention
 
-        self._on_message: MessageHandler | None = None
-        self._channels: dict[str, str] = {}  # wanted: PostgreSQL channel -> stream
         self._listening: set[str] = set()  # LISTENed on the current listener connection
         self._changed: set[str] = set()  # channels to reconcile on the next pass
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
-        self._listener: Listener[psycopg.AsyncConnection[Any]] = Listener(
-            "PostgreSQL",
-            url,
-            logger,
-            connect=self._connect_listener,
-            serve=self._serve,
-            discard=self._discard,
-            errors=_ERRORS,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-            describe=_oneline,
-        )
         # Notifications queued behind a large payload being fetched (keeps order).
         self._backlog: deque[tuple[str, str]] = deque()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -210,22 +202,10 @@ class PostgresPubSub:
         self._aux_lock = asyncio.Lock()
         self._table_ready = False
         self._last_cleanup = float("-inf")
-        self._closed = False
         self._stall = StallWatch(logger, "PostgreSQL", self._where)
         self._cleanups: set[asyncio.Future[None]] = set()  # abandoned statements
 
-    # -- the adapter contract ----------------------------------------------------------
-
-    async def start(self, on_message: MessageHandler) -> None:
-        """Connect the listener and deliver subscribed streams to ``on_message``.
-
-        Returns after the first connection attempt. If the server is unreachable it
-        logs a WARNING and keeps retrying in the background; ``subscribe`` waits.
-        """
-        self._on_message = on_message
-        self._ensure_supervisor()
-        assert self._listener.first_attempt is not None
-        await asyncio.shield(self._listener.first_attempt)
+    # -- the adapter contract (start and close: ListeningAdapter) ---------------------
 
     async def subscribe(self, stream: str) -> None:
         """LISTEN to ``stream``; return once the LISTEN has completed.
@@ -233,13 +213,11 @@ class PostgresPubSub:
         Raises:
             AdapterError: the adapter was closed while waiting.
         """
-        self._ensure_supervisor()
         channel = channel_for(self._prefix + stream)
-        self._channels[channel] = stream
+        self._want(channel, stream)
         if channel in self._listening and channel not in self._changed:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
+        waiter = self._until_live(channel)
         self._changed.add(channel)
         self._wake.set()
         await waiter
@@ -247,11 +225,8 @@ class PostgresPubSub:
     async def unsubscribe(self, stream: str) -> None:
         """Stop delivering ``stream`` (immediately); the listener UNLISTENs soon after."""
         channel = channel_for(self._prefix + stream)
-        if self._channels.pop(channel, None) is None:
+        if not self._forget(channel):
             return
-        for waiter in self._waiters.pop(channel, ()):
-            if not waiter.done():
-                waiter.set_result(None)
         self._changed.add(channel)
         self._wake.set()
 
@@ -305,22 +280,11 @@ class PostgresPubSub:
                 f"publish to PostgreSQL at {self._where} failed: {_oneline(exc)}"
             ) from exc
 
-    async def close(self) -> None:
-        """Stop the listener and close both connections. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close_connections(self) -> None:
         self._stall.close()
-        await self._listener.stop()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.wait([self._dispatcher])
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(AdapterError("the PostgreSQL adapter was closed"))
-        self._waiters.clear()
-        self._channels.clear()
         self._backlog.clear()
         if self._aux is not None:
             await self._drop_aux(self._aux)
@@ -414,16 +378,6 @@ class PostgresPubSub:
             await self._drop_aux(conn)
             raise
 
-    @property
-    def reconnects(self) -> int:
-        """Times the listener came back after losing the service."""
-        return self._listener.reconnects
-
-    def _ensure_supervisor(self) -> None:
-        if self._closed:
-            raise AdapterError("the PostgreSQL adapter is closed")
-        self._listener.start("cablecar-postgres-listener")
-
     async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
 
@@ -465,9 +419,7 @@ class PostgresPubSub:
         self._listening.difference_update(unlisten)
         for channel in changed:
             if channel in self._channels and channel in self._listening:
-                for waiter in self._waiters.pop(channel, ()):
-                    if not waiter.done():
-                        waiter.set_result(None)
+                self._resolve(channel)
         return len(listen)
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:

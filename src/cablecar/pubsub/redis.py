@@ -47,8 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import AdapterError, ConfigurationError, PublishTimeout
-from ._listener import Listener, prefix_for, redact_url, safe_deliver
-from .base import MessageHandler
+from ._listener import ListeningAdapter, safe_deliver
 
 __all__ = ["RedisPubSub"]
 
@@ -128,7 +127,7 @@ class _Silence:
             self.timer = None
 
 
-class RedisPubSub:
+class RedisPubSub(ListeningAdapter[bytes, Any]):
     """Redis PUBLISH/SUBSCRIBE.
 
     Args:
@@ -159,6 +158,8 @@ class RedisPubSub:
     back, and ``subscribe`` calls made during the outage return then.
     """
 
+    service = "Redis"
+
     def __init__(
         self,
         url: str,
@@ -170,13 +171,16 @@ class RedisPubSub:
         reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 5.0,
     ) -> None:
-        self.url = url
-        self._where = redact_url(url)
-        self._prefix = prefix_for(channel_prefix)
-        self._publish_timeout = publish_timeout
+        super().__init__(
+            url,
+            channel_prefix,
+            logger,
+            publish_timeout=publish_timeout,
+            reconnect_delay=reconnect_delay,
+            max_reconnect_delay=max_reconnect_delay,
+            errors=_ERRORS,
+        )
         self._health_check_interval = health_check_interval
-        self._reconnect_delay = reconnect_delay
-        self._max_reconnect_delay = max_reconnect_delay
         # The pool is only a factory of connections configured from the URL; this
         # adapter owns its two connections. No retries inside redis-py: a retried
         # PUBLISH could be delivered twice, and the listener has its own reconnect loop.
@@ -198,37 +202,11 @@ class RedisPubSub:
         self._outbox: deque[_Publish] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._publisher: Any = None  # the publishing connection, once opened
-        self._on_message: MessageHandler | None = None
-        self._channels: dict[bytes, str] = {}
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._link: _Link | None = None
-        self._listener: Listener[Any] = Listener(
-            "Redis",
-            url,
-            logger,
-            connect=self._connect_listener,
-            serve=self._serve,
-            discard=self._discard,
-            errors=_ERRORS,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-        )
         self._pings: set[asyncio.Task[None]] = set()
-        self._closed = False
         self._stalled = False  # a publish timed out and Redis has not answered since
 
-    # -- the adapter contract ----------------------------------------------------------
-
-    async def start(self, on_message: MessageHandler) -> None:
-        """Connect the listener and deliver subscribed streams to ``on_message``.
-
-        Returns after the first connection attempt. If Redis is unreachable it logs a
-        WARNING and keeps retrying in the background; ``subscribe`` waits meanwhile.
-        """
-        self._on_message = on_message
-        self._ensure_supervisor()
-        assert self._listener.first_attempt is not None
-        await asyncio.shield(self._listener.first_attempt)
+    # -- the adapter contract (start and close: ListeningAdapter) ---------------------
 
     async def subscribe(self, stream: str) -> None:
         """Subscribe to ``stream``; return once Redis has acknowledged the SUBSCRIBE.
@@ -239,14 +217,12 @@ class RedisPubSub:
         Raises:
             AdapterError: the adapter was closed while waiting.
         """
-        self._ensure_supervisor()
         channel = self._channel(stream)
-        self._channels[channel] = stream
+        self._want(channel, stream)
         link = self._link
         if link is not None and channel in link.live:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
+        waiter = self._until_live(channel)
         if link is not None:
             await self._send(link, b"SUBSCRIBE", channel)
         await waiter
@@ -254,11 +230,8 @@ class RedisPubSub:
     async def unsubscribe(self, stream: str) -> None:
         """Stop delivering ``stream`` (immediately) and UNSUBSCRIBE in Redis."""
         channel = self._channel(stream)
-        if self._channels.pop(channel, None) is None:
+        if not self._forget(channel):
             return
-        for waiter in self._waiters.pop(channel, ()):
-            if not waiter.done():
-                waiter.set_result(None)
         link = self._link
         if link is not None:
             link.live.discard(channel)
@@ -282,26 +255,15 @@ class RedisPubSub:
             self._writer = loop.create_task(self._write())
         await done
 
-    async def close(self) -> None:
-        """Stop the listener and close every connection. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._listener.stop()
+    async def _close_connections(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.wait([self._writer])
         closed = AdapterError("the Redis adapter was closed")
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(closed)
         while self._outbox:
             done = self._outbox.popleft()[2]
             if not done.done():
                 done.set_exception(closed)
-        self._waiters.clear()
-        self._channels.clear()
         if self._publisher is not None:
             await self._discard(self._publisher)
             self._publisher = None
@@ -393,15 +355,8 @@ class RedisPubSub:
         if conn is not None:
             self._publisher = None
             await self._discard(conn)
-        # redis-py leaves make_connection unannotated.
-        conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.connect()
-        except BaseException:
-            await self._discard(conn)
-            raise
-        self._publisher = conn
-        return conn
+        self._publisher = await self._new_connection()
+        return self._publisher
 
     # -- the listener ------------------------------------------------------------------
 
@@ -414,25 +369,18 @@ class RedisPubSub:
         that timed out until Redis answers again (a stalled, not closed, connection)."""
         return self._listener.connected and not self._stalled
 
-    @property
-    def reconnects(self) -> int:
-        """Times the listener came back after losing the service."""
-        return self._listener.reconnects
-
-    def _ensure_supervisor(self) -> None:
-        if self._closed:
-            raise AdapterError("the Redis adapter is closed")
-        self._listener.start("cablecar-redis-listener")
-
-    async def _connect_listener(self) -> Any:
+    async def _new_connection(self) -> Any:
+        """A new connection to Redis: the listener's, or the publisher's."""
         # redis-py leaves make_connection unannotated.
         conn = self._factory.make_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.connect()
-        except _ERRORS:
+        except BaseException:
             await self._discard(conn)
             raise
         return conn
+
+    _connect_listener = _new_connection
 
     async def _serve(self, conn: Any, ready: Callable[[int], None]) -> None:
         link = _Link(conn)
@@ -508,9 +456,7 @@ class RedisPubSub:
         link.inflight.pop(channel, None)
         if channel in self._channels:
             link.live.add(channel)
-            for waiter in self._waiters.pop(channel, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._resolve(channel)
         link.settle(channel)
 
     def _spawn_send(self, link: _Link, command: bytes) -> None:
