@@ -12,9 +12,10 @@ clock (``TIME``), so nodes with skewed clocks agree on ages.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -217,22 +218,18 @@ class RedisStore:
     async def start(self) -> None:
         if self.epoch:
             return
-        try:
+        with _store_errors("history"):
             key = self._p + "epoch"
             await self._redis.set(key, secrets.token_urlsafe(6), nx=True)
             epoch = await self._redis.get(key)
-        except RedisError as exc:
-            raise AdapterError(f"history store: {exc}") from exc
         self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
     async def _run(
         self, script: Any, keys: list[str], args: list[Any], store: str = "history"
     ) -> Any:
         """Run one of the scripts; a Redis error is an AdapterError naming the store."""
-        try:
+        with _store_errors(store):
             return await script(keys=keys, args=args)
-        except RedisError as exc:
-            raise AdapterError(f"{store} store: {exc}") from exc
 
     async def append(self, stream: str, payload: bytes, exclude: str | None) -> int:
         ttl_ms = int(self.settings.history_ttl * 1000)
@@ -328,6 +325,15 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+@contextlib.contextmanager
+def _store_errors(store: str) -> Iterator[None]:
+    """A Redis error inside is raised as an AdapterError naming ``store``."""
+    try:
+        yield
+    except RedisError as exc:
+        raise AdapterError(f"{store} store: {exc}") from exc
 
 
 def _fields(fields: Any) -> dict[bytes, bytes]:

@@ -1,7 +1,7 @@
 """What every network adapter shares: the listener's reconnect loop, its log lines,
 backoff, the guarded handler call and the stream-name prefix; and, for the adapters
 that run that loop (Redis, PostgreSQL), ``ListeningAdapter``: the wanted channels, the
-subscribes waiting for them, ``start`` and ``close``.
+subscribes waiting for them, delivery to the cable, ``start`` and ``close``.
 
 Invariants:
 
@@ -312,9 +312,13 @@ class ListeningAdapter(abc.ABC, Generic[K, C]):
         """Times the listener came back after losing the service."""
         return self._listener.reconnects
 
-    def _ensure_listener(self) -> None:
+    def _check_open(self) -> None:
+        """Raise :class:`~cablecar.errors.AdapterError` once the adapter is closed."""
         if self._closed:
             raise AdapterError(f"the {self.service} adapter is closed")
+
+    def _ensure_listener(self) -> None:
+        self._check_open()
         self._listener.start(f"cablecar-{self.service.lower()}-listener")
 
     def _want(self, channel: K, stream: str) -> None:
@@ -341,6 +345,10 @@ class ListeningAdapter(abc.ABC, Generic[K, C]):
             return False
         self._resolve(channel)
         return True
+
+    def _deliver(self, stream: str, payload: bytes) -> None:
+        """Hand a message on ``stream`` to the cable (see :func:`safe_deliver`)."""
+        safe_deliver(self._on_message, stream, payload, self._listener.logger)
 
 
 class StallWatch:

@@ -60,7 +60,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import AdapterError, ConfigurationError, PublishTimeout
-from ._listener import ListeningAdapter, StallWatch, safe_deliver
+from ._listener import ListeningAdapter, StallWatch
 
 __all__ = ["MAX_CHANNEL_BYTES", "NOTIFY_LIMIT", "TABLE", "PostgresPubSub", "channel_for"]
 
@@ -237,8 +237,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             AdapterError: the server did not take the message within
                 ``publish_timeout`` (unreachable, refused, or the adapter is closed).
         """
-        if self._closed:
-            raise AdapterError("the PostgreSQL adapter is closed")
+        self._check_open()
         channel = channel_for(self._prefix + stream)
         text = _inline_text(payload)
         conn: psycopg.AsyncConnection[Any] | None = None
@@ -298,7 +297,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
                 await self._drop_aux(conn)
                 conn = None
             if conn is None:
-                conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
+                conn = await self._new_connection()
                 self._aux = conn
             return conn
 
@@ -322,10 +321,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
     async def _drop_aux(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self._aux is conn:
             self._aux = None
-        try:
-            await conn.close()
-        except _ERRORS:
-            pass
+        await self._discard(conn)
 
     async def _publish_large(
         self, conn: psycopg.AsyncConnection[Any], channel: str, payload: bytes
@@ -378,8 +374,11 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             await self._drop_aux(conn)
             raise
 
-    async def _connect_listener(self) -> psycopg.AsyncConnection[Any]:
+    async def _new_connection(self) -> psycopg.AsyncConnection[Any]:
+        """A new connection to PostgreSQL: the listener's, or the auxiliary one."""
         return await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
+
+    _connect_listener = _new_connection
 
     async def _serve(
         self, conn: psycopg.AsyncConnection[Any], ready: Callable[[int], None]
@@ -480,9 +479,6 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
                     self._deliver(stream, payload)
         finally:
             self._dispatcher = None
-
-    def _deliver(self, stream: str, payload: bytes) -> None:
-        safe_deliver(self._on_message, stream, payload, logger)
 
 
 def _dead_while_idle(conn: psycopg.AsyncConnection[Any]) -> bool:

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
@@ -47,7 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from ..errors import AdapterError, ConfigurationError, PublishTimeout
-from ._listener import ListeningAdapter, safe_deliver
+from ._listener import ListeningAdapter
 
 __all__ = ["RedisPubSub"]
 
@@ -245,8 +245,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
             AdapterError: Redis did not take the message within ``publish_timeout``
                 (unreachable, refused, or the adapter is closed). The message is lost.
         """
-        if self._closed:
-            raise AdapterError("the Redis adapter is closed")
+        self._check_open()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         # The deadline is enforced by the writer, one timer per batch (not per publish).
@@ -259,14 +258,10 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.wait([self._writer])
-        closed = AdapterError("the Redis adapter was closed")
-        while self._outbox:
-            done = self._outbox.popleft()[2]
-            if not done.done():
-                done.set_exception(closed)
+        _fail(self._outbox, AdapterError("the Redis adapter was closed"))
+        self._outbox.clear()
         if self._publisher is not None:
-            await self._discard(self._publisher)
-            self._publisher = None
+            await self._drop_publisher(self._publisher)
 
     # -- the publisher -----------------------------------------------------------------
 
@@ -299,9 +294,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
                         "the Redis adapter was closed" if closed
                         else f"publish to Redis at {self._where} failed: {exc!r}"
                     )  # fmt: skip
-                    for _, _, done, _ in batch:
-                        if not done.done():
-                            done.set_exception(error)
+                    _fail(batch, error)
                     if closed or not isinstance(exc, Exception):
                         raise
                     logger.exception("publishing to Redis failed")
@@ -310,17 +303,15 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
 
     async def _timed_out(self, batch: list[_Publish]) -> None:
         self._stalled = True  # not ready until Redis answers again
-        conn, self._publisher = self._publisher, None
+        conn = self._publisher
         if conn is not None:  # its replies may still come: never read them as others'
-            await self._discard(conn)
+            await self._drop_publisher(conn)
         error = PublishTimeout(
             f"publish to Redis at {self._where}: no answer within "
             f"{self._publish_timeout:g} s; the outcome is unknown (Redis may still "
             "deliver it, so a retry may deliver it twice)"
         )
-        for _, _, done, _ in batch:
-            if not done.done():
-                done.set_exception(error)
+        _fail(batch, error)
 
     async def _send_batch(self, batch: list[_Publish]) -> None:
         conn = None
@@ -339,24 +330,26 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
                         done.set_result(None)
         except _ERRORS as exc:
             if conn is not None:
-                self._publisher = None
-                await self._discard(conn)
+                await self._drop_publisher(conn)
             error = AdapterError(
                 f"publish to Redis at {self._where} failed: {exc or type(exc).__name__}"
             )
-            for _, _, done, _ in batch:
-                if not done.done():
-                    done.set_exception(error)
+            _fail(batch, error)
 
     async def _publishing_connection(self) -> Any:
         conn = self._publisher
         if conn is not None and conn.is_connected and await _idle_and_open(conn):
             return conn
         if conn is not None:
-            self._publisher = None
-            await self._discard(conn)
+            await self._drop_publisher(conn)
         self._publisher = await self._new_connection()
         return self._publisher
+
+    async def _drop_publisher(self, conn: Any) -> None:
+        """Close the publishing connection ``conn``; the next publish opens a new one."""
+        if self._publisher is conn:
+            self._publisher = None
+        await self._discard(conn)
 
     # -- the listener ------------------------------------------------------------------
 
@@ -446,7 +439,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
     def _dispatch(self, channel: bytes, payload: bytes) -> None:
         stream = self._channels.get(channel)
         if stream is not None:
-            safe_deliver(self._on_message, stream, payload, logger)
+            self._deliver(stream, payload)
 
     def _acknowledged(self, link: _Link, channel: bytes) -> None:
         left = link.inflight.get(channel, 0) - 1
@@ -482,6 +475,13 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
             await conn.disconnect(nowait=True)
         except _ERRORS:
             pass
+
+
+def _fail(publishes: Iterable[_Publish], error: BaseException) -> None:
+    """Raise ``error`` in every caller of ``publishes`` still waiting."""
+    for _, _, done, _ in publishes:
+        if not done.done():
+            done.set_exception(error)
 
 
 def _pack_publishes(batch: list[_Publish]) -> bytes:
