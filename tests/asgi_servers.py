@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import signal
 import socket
 import subprocess
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ROOT, wait_port
+from tests.servers import ROOT, start_detached, stop_pidfile, wait_port
 
 SERVERS = ("uvicorn", "granian")
 
@@ -240,42 +239,14 @@ class ASGIProcess:
         self.proc = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
-    except OSError:
-        return False
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "start":
         port, pidfile = int(argv[1]), Path(argv[2])
         server = argv[3] if len(argv) > 3 else "uvicorn"
         app = argv[4] if len(argv) > 4 else "middleware"
-        proc = subprocess.Popen(
-            command(port, server, app),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        pidfile.write_text(str(proc.pid))
-        wait_port(port)
-        print(f"started pid {proc.pid}")
-        return 0
+        return start_detached(command(port, server, app), port, pidfile)
     if argv and argv[0] == "stop":
-        pid = int(Path(argv[1]).read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return 0
-        for _ in range(300):
-            if not _alive(pid):
-                break
-            time.sleep(0.05)
-        print(f"stopped pid {pid}")
-        return 0
+        return stop_pidfile(Path(argv[1]))
     print(__doc__, file=sys.stderr)
     return 2
 

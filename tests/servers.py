@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE_APP = "examples/conformance_app.py:cable"
+#: The shared Action Cable conformance suite (official JS clients), beside the repo.
+CONFORMANCE = ROOT.parent / "shared" / "conformance" / "run.sh"
 
 
 @contextlib.contextmanager
@@ -110,46 +113,89 @@ class CablecarProcess:
         self.stop(signal.SIGKILL)
 
 
+def start_detached(command: list[str], port: int, pidfile: Path) -> int:
+    """Start ``command`` in ROOT in its own session (it outlives the shell that asked),
+    write its pid to ``pidfile`` and wait until it listens on ``port``."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pidfile.write_text(str(proc.pid))
+    wait_port(port)
+    print(f"started pid {proc.pid}")
+    return 0
+
+
+def stop_pidfile(pidfile: Path) -> int:
+    """SIGTERM the process named in ``pidfile`` and wait (15 s at most) until it exits."""
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return 0
+    for _ in range(300):
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    print(f"stopped pid {pid}")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def run_conformance_suite(
+    control: str, url: str, port: int, pid: int, tmp_path: Path, *extra: str
+) -> None:
+    """Run the shared conformance suite against the server at ``url`` (process ``pid``,
+    listening on ``port``) and assert it ends with 'N passed, 0 failed'. Its restart
+    test stops and starts the server with ``python -m <control> stop PIDFILE`` and
+    ``python -m <control> start PORT PIDFILE *extra`` (``tests.servers`` or
+    ``tests.asgi_servers``)."""
+    pidfile = tmp_path / "server.pid"
+    pidfile.write_text(str(pid))
+    ctl = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m {control}"
+    start = shlex.join([str(port), str(pidfile), *extra])
+    env = {
+        **os.environ,
+        "CABLE_STOP_CMD": f"{ctl} stop {shlex.quote(str(pidfile))}",
+        "CABLE_START_CMD": f"{ctl} start {start}",
+        "CONFORMANCE_HOME": str(Path.home() / ".cache" / "cablecar-conformance"),
+    }
+    try:
+        result = subprocess.run(
+            ["bash", str(CONFORMANCE), url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=500,
+        )
+    finally:
+        # The suite may have restarted the server: stop whichever process runs now.
+        subprocess.run(["bash", "-c", env["CABLE_STOP_CMD"]], capture_output=True, timeout=30)
+    last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    passed, _, rest = last.partition(" passed, ")
+    assert rest == "0 failed" and int(passed) >= 50, last
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "start":
         port, pidfile = int(argv[1]), Path(argv[2])
         app = argv[3] if len(argv) > 3 else CONFORMANCE_APP
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cablecar",
-                "serve",
-                app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        pidfile.write_text(str(proc.pid))
-        wait_port(port)
-        print(f"started pid {proc.pid}")
-        return 0
+        cmd = [sys.executable, "-m", "cablecar", "serve", app, "--host", "127.0.0.1"]
+        return start_detached([*cmd, "--port", str(port)], port, pidfile)
     if argv[0] == "stop":
-        pidfile = Path(argv[1])
-        pid = int(pidfile.read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return 0
-        for _ in range(300):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        print(f"stopped pid {pid}")
-        return 0
+        return stop_pidfile(Path(argv[1]))
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -12,11 +12,9 @@ import asyncio
 import base64
 import logging
 import os
-import shlex
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from cablecar.transports.asgi import CableMiddleware
 
 from ..asgi_servers import SERVERS, ASGIProcess, InProcessServer
 from ..conftest import TIMEOUT, ConnectWS, free_port
-from ..servers import ROOT
+from ..servers import CONFORMANCE, ROOT, run_conformance_suite
 from ..test_http_transports import (  # noqa: F401  (the HTTP transports over ASGI too)
     http_client,
     test_an_event_stream_runs_connect_and_channels_like_a_websocket,
@@ -71,7 +69,6 @@ from ..test_server import (  # noqa: F401  (collected here: the same scenarios o
 )
 
 JS = ROOT / "tests" / "js"
-CONFORMANCE = ROOT.parent / "shared" / "conformance" / "run.sh"
 
 
 class _Served:
@@ -433,30 +430,11 @@ def test_conformance_suite_passes_against_the_starlette_mount(tmp_path: Path) ->
     """The shared suite (restart included) against ``app.mount("/cable", cable.asgi())``
     in Starlette under uvicorn; ends with 'N passed, 0 failed'."""
     port = free_port()
-    pidfile = tmp_path / "server.pid"
-    ctl = f"{shlex.quote(sys.executable)} -m tests.asgi_servers"
     server = ASGIProcess(port, "uvicorn", "mounted", log=tmp_path / "server.log").start()
     assert server.proc is not None
-    pidfile.write_text(str(server.proc.pid))
-    env = {
-        **os.environ,
-        "CABLE_STOP_CMD": f"cd {shlex.quote(str(ROOT))} && {ctl} stop {pidfile}",
-        "CABLE_START_CMD": f"cd {shlex.quote(str(ROOT))} && {ctl} start {port} {pidfile} uvicorn mounted",
-        "CONFORMANCE_HOME": str(Path.home() / ".cache" / "cablecar-conformance"),
-    }
     try:
-        result = subprocess.run(
-            ["bash", str(CONFORMANCE), server.url],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=500,
+        run_conformance_suite(
+            "tests.asgi_servers", server.url, port, server.proc.pid, tmp_path, "uvicorn", "mounted"
         )
     finally:
-        subprocess.run(["bash", "-c", env["CABLE_STOP_CMD"]], capture_output=True, timeout=30)
         server.stop()
-    last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    print(result.stdout[-3000:])
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    passed, _, rest = last.partition(" passed, ")
-    assert rest == "0 failed" and int(passed) >= 50, last
