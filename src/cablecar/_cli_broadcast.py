@@ -62,12 +62,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     # The defaults are the servers' own (CableConfig's), so they cannot drift apart.
     defaults = {f.name: f.default for f in dataclasses.fields(CableConfig)}
-    for setting, metavar in (("history_limit", "N"), ("history_ttl", "SECONDS")):
-        default = defaults[setting]
+    for setting, kind, metavar in (("history_limit", int, "N"), ("history_ttl", float, "SECONDS")):
         parser.add_argument(
             "--" + setting.replace("_", "-"),
-            type=type(default),
-            default=default,
+            type=kind,
+            default=defaults[setting],
             metavar=metavar,
             help=f"the servers' {setting}",
         )
