@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ROOT, start_detached, stop_pidfile, wait_port
+from tests.servers import ServerProcess, start_detached, stop_pidfile
 
 SERVERS = ("uvicorn", "granian")
 
@@ -200,43 +198,22 @@ def command(port: int, server: str = "uvicorn", app: str = "middleware") -> list
     raise ValueError(f"unknown ASGI server {server!r}")
 
 
-class ASGIProcess:
+class ASGIProcess(ServerProcess):
     """An ASGI server serving the conformance cable in a subprocess."""
 
     def __init__(
         self, port: int, server: str = "uvicorn", app: str = "middleware", log: Path | None = None
     ) -> None:
-        self.port = port
+        super().__init__(port, log)
         self.server = server
         self.app = app
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/cable" + ("/" if self.app == "mounted" else "")
 
-    def start(self) -> ASGIProcess:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            command(self.port, self.server, self.app),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+    def command(self) -> list[str]:
+        return command(self.port, self.server, self.app)
 
 
 def main(argv: list[str]) -> int:

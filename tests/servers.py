@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE_APP = "examples/conformance_app.py:cable"
@@ -60,38 +62,29 @@ def wait_port(port: int, up: bool = True, timeout: float = 15.0) -> None:
     raise TimeoutError(f"port {port} did not come {'up' if up else 'down'} in {timeout}s")
 
 
-class CablecarProcess:
-    """``cablecar serve APP --port PORT`` in a subprocess."""
+class ServerProcess:
+    """A server in a subprocess of its own session, started in ROOT; ``start`` returns
+    once it listens on ``port``. Subclasses say which ``command`` and ``url``."""
 
-    def __init__(
-        self, port: int, app: str = CONFORMANCE_APP, *extra: str, log: Path | None = None
-    ) -> None:
+    def __init__(self, port: int, log: Path | None = None, env: dict[str, str] | None = None):
         self.port = port
-        self.app = app
-        self.extra = list(extra)
         self.log = log
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/cable"
 
-    def start(self) -> CablecarProcess:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cablecar",
-                "serve",
-                self.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *self.extra,
-            ],
+            self.command(),
             cwd=ROOT,
+            env=None if self.env is None else {**os.environ, **self.env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,6 +104,26 @@ class CablecarProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+class CablecarProcess(ServerProcess):
+    """``cablecar serve APP --port PORT`` in a subprocess."""
+
+    def __init__(
+        self,
+        port: int,
+        app: str = CONFORMANCE_APP,
+        *extra: str,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(port, log, env)
+        self.app = app
+        self.extra = list(extra)
+
+    def command(self) -> list[str]:
+        serve = [sys.executable, "-m", "cablecar", "serve", self.app, "--host", "127.0.0.1"]
+        return [*serve, "--port", str(self.port), *self.extra]
 
 
 def start_detached(command: list[str], port: int, pidfile: Path) -> int:
@@ -152,27 +165,51 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def conformance_home(name: str) -> Path:
+    """A working folder for one run of the shared suite (``CONFORMANCE_HOME``: run.sh
+    copies the suite into it), so that several runs can go at once. The npm packages
+    are installed once, beside it, and shared through a ``node_modules`` link."""
+    base = Path.home() / ".cache" / "cablecar-conformance"
+    modules = base / "node_modules"
+    wanted = ("@rails/actioncable", "@anycable/core", "ws")
+    if not all((modules / pkg / "package.json").exists() for pkg in wanted):
+        base.mkdir(parents=True, exist_ok=True)
+        for lock in ("package.json", "package-lock.json"):
+            shutil.copy(CONFORMANCE.parent / lock, base / lock)
+        npm = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+        subprocess.run(npm, cwd=base, check=True, capture_output=True, timeout=300)
+    home = base / "runs" / name
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "node_modules"
+    if not link.is_symlink():
+        shutil.rmtree(link, ignore_errors=True)
+        link.symlink_to(modules, target_is_directory=True)
+    return home
+
+
 def run_conformance_suite(
-    control: str, url: str, port: int, pid: int, tmp_path: Path, *extra: str
+    server: ServerProcess, control: str, tmp_path: Path, *extra: str, name: str
 ) -> None:
-    """Run the shared conformance suite against the server at ``url`` (process ``pid``,
-    listening on ``port``) and assert it ends with 'N passed, 0 failed'. Its restart
-    test stops and starts the server with ``python -m <control> stop PIDFILE`` and
-    ``python -m <control> start PORT PIDFILE *extra`` (``tests.servers`` or
-    ``tests.asgi_servers``)."""
+    """Run the shared conformance suite against ``server`` (started) and assert it ends
+    with 'N passed, 0 failed'; ``server`` is stopped after. Its restart test stops and
+    starts the server with ``python -m <control> stop PIDFILE`` and ``python -m <control>
+    start PORT PIDFILE *extra`` (``tests.servers`` or ``tests.asgi_servers``), in the
+    server's environment. ``name`` picks the run's own working folder."""
+    assert server.proc is not None
     pidfile = tmp_path / "server.pid"
-    pidfile.write_text(str(pid))
+    pidfile.write_text(str(server.proc.pid))
     ctl = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m {control}"
-    start = shlex.join([str(port), str(pidfile), *extra])
+    start = shlex.join([str(server.port), str(pidfile), *extra])
     env = {
         **os.environ,
+        **(server.env or {}),
         "CABLE_STOP_CMD": f"{ctl} stop {shlex.quote(str(pidfile))}",
         "CABLE_START_CMD": f"{ctl} start {start}",
-        "CONFORMANCE_HOME": str(Path.home() / ".cache" / "cablecar-conformance"),
+        "CONFORMANCE_HOME": str(conformance_home(name)),
     }
     try:
         result = subprocess.run(
-            ["bash", str(CONFORMANCE), url],
+            ["bash", str(CONFORMANCE), server.url],
             env=env,
             capture_output=True,
             text=True,
@@ -181,11 +218,12 @@ def run_conformance_suite(
     finally:
         # The suite may have restarted the server: stop whichever process runs now.
         subprocess.run(["bash", "-c", env["CABLE_STOP_CMD"]], capture_output=True, timeout=30)
+        server.stop()
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    print(result.stdout[-3000:])
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    output = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, output
     passed, _, rest = last.partition(" passed, ")
-    assert rest == "0 failed" and int(passed) >= 50, last
+    assert rest == "0 failed" and int(passed) >= 50, output
 
 
 def main(argv: list[str]) -> int:

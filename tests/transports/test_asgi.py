@@ -3,7 +3,8 @@
 The protocol scenarios of ``tests/test_server.py`` run here unchanged against
 ``cable.asgi()`` served by each ASGI server (the ``cablecar_server`` fixture is
 overridden); then what only the ASGI path has: mounts, the middleware, the lifespan,
-limits, the official client, and the shared conformance suite.
+limits and the official client. The shared conformance suite runs against the ASGI
+mount in ``tests/e2e/test_conformance.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cablecar.transports.asgi import CableMiddleware
 
 from ..asgi_servers import SERVERS, ASGIProcess, InProcessServer
 from ..conftest import TIMEOUT, ConnectWS, free_port
-from ..servers import CONFORMANCE, ROOT, run_conformance_suite
+from ..servers import ROOT
 from ..test_http_transports import (  # noqa: F401  (the HTTP transports over ASGI too)
     http_client,
     test_an_event_stream_runs_connect_and_channels_like_a_websocket,
@@ -395,7 +396,7 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(
         stalled.transport.abort()
 
 
-# -- the official client and the conformance suite -------------------------------------------
+# -- the official client (the shared conformance suite: tests/e2e/test_conformance.py) --
 
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -421,20 +422,3 @@ def test_official_client_scenarios_over_asgi(tmp_path: Path, kind: str) -> None:
         server.stop()
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert "# fail 0" in result.stdout
-
-
-@pytest.mark.node
-@pytest.mark.timeout(600)
-@pytest.mark.skipif(not CONFORMANCE.exists(), reason="../shared/conformance is not beside the repo")
-def test_conformance_suite_passes_against_the_starlette_mount(tmp_path: Path) -> None:
-    """The shared suite (restart included) against ``app.mount("/cable", cable.asgi())``
-    in Starlette under uvicorn; ends with 'N passed, 0 failed'."""
-    port = free_port()
-    server = ASGIProcess(port, "uvicorn", "mounted", log=tmp_path / "server.log").start()
-    assert server.proc is not None
-    try:
-        run_conformance_suite(
-            "tests.asgi_servers", server.url, port, server.proc.pid, tmp_path, "uvicorn", "mounted"
-        )
-    finally:
-        server.stop()
