@@ -163,38 +163,13 @@ def conformance_middleware() -> Any:
 def command(port: int, server: str = "uvicorn", app: str = "middleware") -> list[str]:
     """The command line serving a conformance factory under ``server`` on ``port``."""
     target = f"tests.asgi_servers:conformance_{app}"
+    where = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     if server == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            target,
-            "--ws",
-            "websockets-sansio",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        uvicorn = ["uvicorn", "--factory", target, "--ws", "websockets-sansio"]
+        return [sys.executable, "-m", *uvicorn, *where]
     if server == "granian":
-        return [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--factory",
-            target,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        granian = ["granian", "--interface", "asgi", "--factory", target]
+        return [sys.executable, "-m", *granian, *where]
     raise ValueError(f"unknown ASGI server {server!r}")
 
 

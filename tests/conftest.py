@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +30,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(
+    base: str,
+    proc: subprocess.Popen[Any] | None = None,
+    log: Callable[[], str] | None = None,
+    timeout: float = 20.0,
+) -> None:
+    """Wait until ``GET {base}/health`` answers 200, failing at once if ``proc`` (the
+    server's process) exits; the error ends with ``log()``, the server's log."""
+
+    def with_log(message: str) -> str:
+        return message if log is None else f"{message}:\n{log()}"
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(with_log(f"the server exited with status {proc.returncode}"))
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(with_log(f"no /health answer from {base} within {timeout:g} s"))
 
 
 class WS:

@@ -3,6 +3,9 @@
 
 Unit tests of :mod:`cablecar.hub`, :mod:`cablecar.session` and
 :mod:`cablecar._subscription` use it; a real server is not involved, the core is.
+
+It also holds the small application classes many test modules share (connections
+identified by ``?user=``, a chat channel), whether or not they drive a real server.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from cablecar import Cable, Connection
+from cablecar import Cable, Channel, Connection
 from cablecar.http import Request
 from cablecar.protocol import SUBPROTOCOLS
 from cablecar.session import Session
@@ -19,7 +22,15 @@ from cablecar.testing import RecordingSink
 
 from .timing import TIMEOUT
 
-__all__ = ["FramingSink", "UserConnection", "open_session", "until"]
+__all__ = [
+    "ChatChannel",
+    "CurrentUserConnection",
+    "FramingSink",
+    "SignedInConnection",
+    "UserConnection",
+    "open_session",
+    "until",
+]
 
 
 class UserConnection(Connection):
@@ -29,6 +40,37 @@ class UserConnection(Connection):
 
     async def connect(self) -> None:
         self.user = self.request.query.get("user", "anon")
+
+
+class CurrentUserConnection(Connection):
+    """Identified by ``current_user``: ``?user=`` (``anon`` without it)."""
+
+    identified_by = ("current_user",)
+
+    async def connect(self) -> None:
+        self.current_user = self.request.query.get("user", "anon")
+
+
+class SignedInConnection(Connection):
+    """Identified by ``current_user``: ``?user=``; rejected as unauthorized without it."""
+
+    identified_by = ("current_user",)
+
+    async def connect(self) -> None:
+        user = self.request.query.get("user")
+        if not user:
+            self.reject_unauthorized()
+        self.current_user = user
+
+
+class ChatChannel(Channel):
+    """Streams ``chat_<room>``; ``speak`` broadcasts ``{"body": ...}`` to it."""
+
+    async def subscribed(self) -> None:
+        self.stream_from(f"chat_{self.params['room']}")
+
+    async def speak(self, data: dict[str, Any]) -> None:
+        await self.cable.broadcast(f"chat_{self.params['room']}", {"body": data["body"]})
 
 
 class FramingSink(RecordingSink):

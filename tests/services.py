@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -120,6 +120,13 @@ class Service:
     ) -> None:
         self.close()
 
+    def _spawn(self, args: list[str], ready: Callable[[], bool], what: str) -> None:
+        """Unless running, start ``args`` (output discarded) and wait until ``ready()``."""
+        if self.running:
+            return
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_until(ready, what)
+
     def _log_tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-2000:]
@@ -169,9 +176,7 @@ class RedisServer(Service):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        if self.running:
-            return
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 self.binary,
                 "--port", str(self.port),
@@ -182,10 +187,9 @@ class RedisServer(Service):
                 "--dir", str(self.dir),
                 "--logfile", str(self.log_path),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            lambda: _greeting(self.port, b"PING\r\n", b"+PONG"),
+            "answer PING",
         )  # fmt: skip
-        self._wait_until(lambda: _greeting(self.port, b"PING\r\n", b"+PONG"), "answer PING")
 
 
 class NatsServer(Service):
@@ -204,15 +208,12 @@ class NatsServer(Service):
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        if self.running:
-            return
-        self.proc = subprocess.Popen(
+        self._spawn(
             [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_path),
              *(["-js", "-sd", str(self.dir / "jetstream")] if self.jetstream else [])],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            lambda: _greeting(self.port, b"", b"INFO "),
+            "send INFO",
         )  # fmt: skip
-        self._wait_until(lambda: _greeting(self.port, b"", b"INFO "), "send INFO")
 
 
 class PostgresServer(Service):
@@ -322,6 +323,16 @@ def thaw(pids: list[int]) -> None:
     """SIGCONT what :func:`freeze` stopped."""
     for pid in pids:
         os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def frozen(pids: list[int]) -> Iterator[None]:
+    """:func:`freeze` ``pids`` for the block, :func:`thaw` them after (even on failure)."""
+    freeze(pids)
+    try:
+        yield
+    finally:
+        thaw(pids)
 
 
 def _state(pid: int, task: str) -> str | None:

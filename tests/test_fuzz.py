@@ -30,12 +30,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cablecar import Cable, Channel, Connection
+from cablecar import Cable, Channel
 from cablecar.errors import InvalidCommand
 from cablecar.protocol import Perform, Subscribe, Unsubscribe, parse_command, parse_identifier
 from cablecar.transports.standalone import Server, serve
 from cablecar.transports.standalone.framing import FrameError, FrameParser
 
+from .core import CurrentUserConnection
 from .rawws import build_frame, http_request
 
 EXAMPLES = int(os.environ.get("CABLECAR_FUZZ_EXAMPLES", "200"))
@@ -206,13 +207,6 @@ def test_frame_parser_reassembles_valid_frames_split_anywhere(
 # -- a live server ---------------------------------------------------------------------------
 
 
-class FuzzConnection(Connection):
-    identified_by = ("current_user",)
-
-    async def connect(self) -> None:
-        self.current_user = self.request.query.get("user", "anon")
-
-
 class FuzzChannel(Channel):
     async def subscribed(self) -> None:
         self.stream_from(f"fuzz_{self.params.get('room', 'none')}")
@@ -241,7 +235,7 @@ class LiveServer:
 
     def __init__(self) -> None:
         self.cable = Cable(
-            connection=FuzzConnection,
+            connection=CurrentUserConnection,
             channels=[FuzzChannel],
             max_message_size=64 * 1024,
             handshake_timeout=2.0,

@@ -10,22 +10,19 @@ from typing import Any
 import orjson
 import pytest
 
-from cablecar import Cable, Channel, Connection
+from cablecar import Cable, Channel
 from cablecar.errors import AdapterError
 from cablecar.history import MemoryStore, StoreSettings, store_from_url
 
 from .conftest import TIMEOUT, WS, ConnectWS
+from .core import UserConnection
 
 EXT = ["actioncable-v1-ext-json"]
 ROOM = '{"channel":"RoomChannel","room":"1"}'
 
 
-class AppConnection(Connection):
-    identified_by = ("user",)
+class AppConnection(UserConnection):
     restored_users: list[str] = []
-
-    async def connect(self) -> None:
-        self.user = self.request.query.get("user", "anon")
 
     async def restored(self) -> None:
         type(self).restored_users.append(self.user)
@@ -48,6 +45,19 @@ async def ext_connect(connect: ConnectWS, url: str, **kw: Any) -> tuple[WS, dict
     welcome = await ws.recv_data()
     assert welcome["type"] == "welcome"
     return ws, welcome
+
+
+async def backlog_and_client(
+    cablecar_server: Any, ws_connect: ConnectWS, count: int, **settings: Any
+) -> tuple[Cable, WS, str]:
+    """A history cable (``make_cable(**settings)``) served with ``count`` broadcasts
+    ``{"n": 1..count}`` on room_1, an extended-protocol client on it, and the epoch."""
+    cable = make_cable(**settings)
+    server = await cablecar_server(cable)
+    for n in range(1, count + 1):
+        await cable.broadcast("room_1", {"n": n})
+    ws, _ = await ext_connect(ws_connect, server.url)
+    return cable, ws, _epoch(cable)
 
 
 async def messages(ws: WS, n: int) -> list[Any]:
@@ -91,12 +101,7 @@ async def test_subscribe_with_history_replays_then_confirms(
 ) -> None:
     """subscribe with a position gets confirm, the missed broadcasts in order, then
     confirm_history; an unknown epoch gets reject_history with no backlog."""
-    cable = make_cable()
-    server = await cablecar_server(cable)
-    for n in range(1, 6):
-        await cable.broadcast("room_1", {"n": n})
-    ws, _ = await ext_connect(ws_connect, server.url)
-    epoch = cable.statistics() and _epoch(cable)
+    _cable, ws, epoch = await backlog_and_client(cablecar_server, ws_connect, 5)
     await ws.send(
         {
             "command": "subscribe",
@@ -122,13 +127,8 @@ async def test_a_gap_beyond_the_limit_is_rejected_and_the_boundary_recovers(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
     """With history_limit 3, offset 7 of 10 (oldest kept 8) recovers; offset 6 does not."""
-    cable = make_cable(history_limit=3)
-    server = await cablecar_server(cable)
-    for n in range(1, 11):
-        await cable.broadcast("room_1", {"n": n})
-    ws, _ = await ext_connect(ws_connect, server.url)
+    _cable, ws, epoch = await backlog_and_client(cablecar_server, ws_connect, 10, history_limit=3)
     await ws.subscribe(ROOM)
-    epoch = _epoch(cable)
     for offset, expected in ((7, [8, 9, 10]), (10, [])):
         request = {"streams": {"room_1": {"epoch": epoch, "offset": offset}}}
         await ws.send({"command": "history", "identifier": ROOM, "history": request})
@@ -177,12 +177,9 @@ async def test_live_broadcasts_during_a_replay_arrive_once_in_order(
     cablecar_server: Any, ws_connect: ConnectWS
 ) -> None:
     """Broadcasts published while a backlog is read come after it, none twice."""
-    cable = make_cable(history_limit=1000)
-    server = await cablecar_server(cable)
-    for n in range(1, 201):
-        await cable.broadcast("room_1", {"n": n})
-    ws, _ = await ext_connect(ws_connect, server.url)
-    epoch = _epoch(cable)
+    cable, ws, epoch = await backlog_and_client(
+        cablecar_server, ws_connect, 200, history_limit=1000
+    )
 
     async def burst() -> None:
         for n in range(201, 401):

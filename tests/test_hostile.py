@@ -29,6 +29,7 @@ from cablecar._logging import redact
 from cablecar.channel import before_subscribe
 from cablecar.transports.standalone import Server
 
+from .core import SignedInConnection
 from .rawws import BINARY, CLOSE, PING, PONG, TEXT, Closed, RawWS, http_request
 
 CHAT1 = '{"channel":"ChatChannel","room":"1"}'
@@ -37,16 +38,11 @@ ECHO = '{"channel":"ChatChannel","room":"echo"}'
 subscribed_runs: list[str] = []
 
 
-class AppConnection(Connection):
-    identified_by = ("current_user",)
-
+class AppConnection(SignedInConnection):
     async def connect(self) -> None:
-        user = self.request.query.get("user")
-        if not user:
-            self.reject_unauthorized()
-        if user == "slow":
+        await super().connect()
+        if self.current_user == "slow":
             await asyncio.sleep(30)
-        self.current_user = user
 
 
 class ChatChannel(Channel):

@@ -16,27 +16,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
-from cablecar import Cable, Channel, Connection, instrumentation
+from cablecar import Cable, instrumentation
 
 from .conftest import TIMEOUT, ConnectWS, free_port
+from .core import ChatChannel, UserConnection
 from .servers import ROOT
 
 ROOM = '{"channel":"ChatChannel","room":"1"}'
-
-
-class AppConnection(Connection):
-    identified_by = ("user",)
-
-    async def connect(self) -> None:
-        self.user = self.request.query.get("user", "anon")
-
-
-class ChatChannel(Channel):
-    async def subscribed(self) -> None:
-        self.stream_from(f"chat_{self.params['room']}")
-
-    async def speak(self, data: dict[str, Any]) -> None:
-        await self.cable.broadcast(f"chat_{self.params['room']}", {"body": data["body"]})
 
 
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -57,7 +43,7 @@ def value(metrics: dict[str, Any], name: str, **labels: str) -> float:
 async def test_metrics_count_what_clients_did(cablecar_server: Any, ws_connect: ConnectWS) -> None:
     """Ten clients subscribe, one speaks five times, one leaves, one is refused: the
     scraped figures say exactly that."""
-    cable = Cable(AppConnection, [ChatChannel], allowed_origins=["http://ok.test"])
+    cable = Cable(UserConnection, [ChatChannel], allowed_origins=["http://ok.test"])
     server = await cablecar_server(cable)
     clients = [await ws_connect(f"{server.url}?user=u{i}") for i in range(10)]
     for ws in clients:
@@ -100,7 +86,7 @@ async def test_metrics_count_a_slow_consumer_cut(cablecar_server: Any) -> None:
     close reason."""
     from .rawws import RawWS
 
-    cable = Cable(AppConnection, [ChatChannel], max_pending_output=64 * 1024)
+    cable = Cable(UserConnection, [ChatChannel], max_pending_output=64 * 1024)
     server = await cablecar_server(cable)
     port = int(server.url.split(":")[2].split("/")[0])
     ws = await RawWS.open(port, "/cable?user=sloth", rcvbuf=4096)
@@ -121,7 +107,7 @@ async def test_metrics_from_the_asgi_mount(ws_connect: ConnectWS) -> None:
     """The same endpoint on the ASGI transport (uvicorn)."""
     from .asgi_servers import InProcessServer
 
-    cable = Cable(AppConnection, [ChatChannel])
+    cable = Cable(UserConnection, [ChatChannel])
     server = await InProcessServer.start(cable.asgi(), "uvicorn")
     try:
         ws = await ws_connect(server.url + "?user=a")
@@ -190,7 +176,7 @@ async def test_activity_log_reads_like_rails(
     """Subscribe, an action with a password, a broadcast and a disconnect leave the
     lines a Rails developer knows, with the password filtered."""
     caplog.set_level(logging.INFO, logger="cablecar")
-    cable = Cable(AppConnection, [ChatChannel])
+    cable = Cable(UserConnection, [ChatChannel])
     server = await cablecar_server(cable)
     ws = await ws_connect(server.url + "?user=bob", headers={"X-Request-ID": "req-42"})
     await ws.subscribe(ROOM)
@@ -257,7 +243,7 @@ async def test_hooks_see_each_event(cablecar_server: Any, ws_connect: ConnectWS)
         for event in instrumentation.EVENTS
     ]
     try:
-        cable = Cable(AppConnection, [ChatChannel])
+        cable = Cable(UserConnection, [ChatChannel])
         server = await cablecar_server(cable)
         ws = await ws_connect(server.url + "?user=hooked")
         await ws.subscribe(ROOM)
@@ -325,7 +311,7 @@ async def test_ready_turns_false_while_the_broker_is_down(cablecar_server: Any) 
     redis = RedisServer()
     redis.start()
     try:
-        cable = Cable(AppConnection, [ChatChannel], redis.url)
+        cable = Cable(UserConnection, [ChatChannel], redis.url)
         server = await cablecar_server(cable)
         base = server.url.replace("ws://", "http://").replace("/cable", "")
 

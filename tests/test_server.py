@@ -11,23 +11,16 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from cablecar import Cable, Channel, Connection, periodically, rescue_from
+from cablecar import Cable, Channel, periodically, rescue_from
 from cablecar.channel import before_subscribe
 
 from .conftest import TIMEOUT, ConnectWS
+from .core import SignedInConnection
 
 log_lines: list[str] = []
 
 
-class AppConnection(Connection):
-    identified_by = ("current_user",)
-
-    async def connect(self) -> None:
-        user = self.request.query.get("user")
-        if not user:
-            self.reject_unauthorized()
-        self.current_user = user
-
+class AppConnection(SignedInConnection):
     async def disconnect(self) -> None:
         log_lines.append(f"disconnect {self.current_user}")
 
@@ -127,9 +120,16 @@ CHAT1 = orjson.dumps({"channel": "ChatChannel", "room": "1"}).decode()
 
 
 @pytest.fixture
-async def url(cablecar_server: Any) -> str:
-    server = await cablecar_server(make_cable())
-    return f"{server.url}?user=alice"
+async def cable_and_url(cablecar_server: Any) -> tuple[Cable, str]:
+    """``(cable, url)``: a ``make_cable()`` cable and its server's URL, without a user."""
+    cable = make_cable()
+    server = await cablecar_server(cable)
+    return cable, server.url
+
+
+@pytest.fixture
+async def url(cable_and_url: tuple[Cable, str]) -> str:
+    return f"{cable_and_url[1]}?user=alice"
 
 
 async def test_welcome_subscribe_and_transmit_before_confirmation(
@@ -315,23 +315,23 @@ async def test_periodically_ticks_until_unsubscribed(url: str, ws_connect: Conne
 
 
 async def test_stream_callback_transforms_per_subscription(
-    cablecar_server: Any, ws_connect: ConnectWS
+    cable_and_url: tuple[Cable, str], ws_connect: ConnectWS
 ) -> None:
     """A stream callback turns each broadcast into what this subscription transmits."""
-    cable = make_cable()
-    server = await cablecar_server(cable)
-    c = await ws_connect(server.url + "?user=u")
+    cable, base = cable_and_url
+    c = await ws_connect(base + "?user=u")
     ident = '{"channel":"UpperChannel"}'
     await c.subscribe(ident)
     await cable.broadcast("upper", {"text": "shout"})
     assert (await c.recv_data()) == {"identifier": ident, "message": {"upper": "SHOUT"}}
 
 
-async def test_stop_stream_from_stops_delivery(cablecar_server: Any, ws_connect: ConnectWS) -> None:
+async def test_stop_stream_from_stops_delivery(
+    cable_and_url: tuple[Cable, str], ws_connect: ConnectWS
+) -> None:
     """After stop_stream_from the subscriber gets no more broadcasts and the stream is gone from the cable."""
-    cable = make_cable()
-    server = await cablecar_server(cable)
-    c = await ws_connect(server.url + "?user=u")
+    cable, base = cable_and_url
+    c = await ws_connect(base + "?user=u")
     await c.subscribe(CHAT1)
     await c.perform(CHAT1, "leave")
     assert (await c.recv_data())["message"] == {"left": True}
@@ -341,13 +341,12 @@ async def test_stop_stream_from_stops_delivery(cablecar_server: Any, ws_connect:
 
 
 async def test_unsubscribe_and_disconnect_run_callbacks(
-    cablecar_server: Any, ws_connect: ConnectWS
+    cable_and_url: tuple[Cable, str], ws_connect: ConnectWS
 ) -> None:
     """Closing the socket runs unsubscribed() then disconnect(), and leaves no stream or connection behind."""
     log_lines.clear()
-    cable = make_cable()
-    server = await cablecar_server(cable)
-    c = await ws_connect(server.url + "?user=zed")
+    cable, base = cable_and_url
+    c = await ws_connect(base + "?user=zed")
     await c.subscribe(CHAT1)
     await c.close()
     async with asyncio.timeout(TIMEOUT):
@@ -368,13 +367,12 @@ async def test_before_subscribe_can_reject(url: str, ws_connect: ConnectWS) -> N
 
 
 async def test_remote_disconnect_closes_the_matching_connection(
-    cablecar_server: Any, ws_connect: ConnectWS
+    cable_and_url: tuple[Cable, str], ws_connect: ConnectWS
 ) -> None:
     """remote_connections.where(current_user=...).disconnect() closes that user's connection only."""
-    cable = make_cable()
-    server = await cablecar_server(cable)
-    bob = await ws_connect(server.url + "?user=bob")
-    carol = await ws_connect(server.url + "?user=carol")
+    cable, base = cable_and_url
+    bob = await ws_connect(base + "?user=bob")
+    carol = await ws_connect(base + "?user=carol")
     await cable.remote_connections.where(current_user="bob").disconnect(reconnect=False)
     assert (await bob.recv_data()) == {"type": "disconnect", "reason": "remote", "reconnect": False}
     await carol.subscribe(CHAT1)  # carol is untouched

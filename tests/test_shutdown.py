@@ -24,7 +24,7 @@ from cablecar.transports.standalone import serve
 from .conftest import free_port
 from .rawws import RawWS
 from .servers import CablecarProcess
-from .services import RedisServer, freeze, process_tree, thaw
+from .services import RedisServer, frozen, process_tree
 
 APP = """
 import asyncio, os, time
@@ -334,9 +334,8 @@ async def test_a_stalled_broker_is_not_ready_and_its_timeouts_say_unknown(kind: 
             await cable.broadcast("room_1", {"n": 0})  # the publishing connection is up
             assert (await ws.recv_until(lambda m: "message" in m))["message"]["n"] == 0
             assert cable.ready().status == 200
-            frozen = process_tree(_postmaster(broker) if kind == "postgres" else broker.proc.pid)
-            freeze(frozen)
-            try:
+            pids = process_tree(_postmaster(broker) if kind == "postgres" else broker.proc.pid)
+            with frozen(pids):
                 started = time.monotonic()
                 with pytest.raises(PublishTimeout, match="outcome is unknown"):
                     await cable.broadcast("room_1", {"n": 1})
@@ -345,8 +344,6 @@ async def test_a_stalled_broker_is_not_ready_and_its_timeouts_say_unknown(kind: 
                 assert ready.status == 503 and b"pub/sub unreachable" in ready.body
                 assert cable.health("GET").status == 200  # alive, not ready
                 assert cable.statistics()["outbox"]["waiting"] == 0  # not queued
-            finally:
-                thaw(frozen)
             deadline = time.monotonic() + 15
             while cable.ready().status != 200:
                 assert time.monotonic() < deadline, cable.ready().body

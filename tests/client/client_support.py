@@ -1,4 +1,4 @@
-"""Helpers of the client tests: server processes, free ports, unique names.
+"""Helpers of the client tests: server processes, unique names.
 
 Both servers run the conformance application (``examples/conformance_app.py`` and
 ``../shared/anchors/rails/app.rb``) as separate processes on free ports, so the client is
@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+
+from ..conftest import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 ANCHORS_INSTALL = Path(
@@ -28,35 +27,9 @@ PYTHON = sys.executable
 SERVER_KINDS = ["cablecar", pytest.param("rails", marks=pytest.mark.services)]
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def unique(name: str) -> str:
     """A room or user name private to one test."""
     return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def _wait_for_health(
-    port: int, proc: subprocess.Popen[bytes] | None, log: Path, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"server on port {port} not healthy after {timeout} s:\n{log.read_text()[-3000:]}"
-    )
 
 
 class Server:
@@ -101,7 +74,9 @@ class CablecarServer(Server):
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         try:
-            _wait_for_health(self.port, self.proc, log, 20)
+            wait_healthy(
+                f"http://127.0.0.1:{self.port}", self.proc, lambda: log.read_text()[-3000:]
+            )
         except BaseException:
             self.stop()
             raise

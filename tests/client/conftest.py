@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .client_support import (
-    ANCHORS_INSTALL,
-    SERVER_KINDS,
-    CablecarServer,
-    RailsServer,
-    Server,
-    free_port,
-)
+from ..conftest import free_port
+from .client_support import ANCHORS_INSTALL, SERVER_KINDS, CablecarServer, RailsServer, Server
 
 
 @pytest.fixture(scope="session")

@@ -10,35 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 
 import cablecar.client
-from cablecar import Cable, Channel, Connection
+from cablecar import Cable, Channel
 from cablecar.client import Backoff, ConnectionRejected, SubscriptionClosed
 from cablecar.transports.standalone import serve
 
-from .client_support import free_port, unique
+from ..conftest import free_port
+from ..core import ChatChannel, CurrentUserConnection
+from .client_support import unique
 
 FAST = Backoff(initial=0.05, factor=2.0, maximum=0.25, jitter=0.2)
-
-
-class UserConnection(Connection):
-    identified_by = ("current_user",)
-
-    async def connect(self) -> None:
-        self.current_user = self.request.query.get("user", "anon")
-
-
-class ChatChannel(Channel):
-    async def subscribed(self) -> None:
-        self.stream_from(f"chat_{self.params['room']}")
-
-    async def speak(self, data: dict[str, Any]) -> None:
-        await self.cable.broadcast(f"chat_{self.params['room']}", {"body": data["body"]})
 
 
 class WhoAmIChannel(Channel):
@@ -59,7 +45,9 @@ class WhoAmIChannel(Channel):
 @pytest.fixture
 async def cable() -> AsyncIterator[tuple[Cable, str]]:
     """An in-process cablecar server pinging every 0.2 s; yields (cable, url)."""
-    app = Cable(connection=UserConnection, channels=[ChatChannel, WhoAmIChannel], ping_interval=0.2)
+    app = Cable(
+        connection=CurrentUserConnection, channels=[ChatChannel, WhoAmIChannel], ping_interval=0.2
+    )
     server = await serve(app, "127.0.0.1", 0)
     yield app, f"ws://127.0.0.1:{server.port}/cable"
     await server.close()

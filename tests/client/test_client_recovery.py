@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from cablecar import Cable, Channel, Connection
-from cablecar.client import Backoff, connect
+from cablecar.client import Backoff, Consumer, connect
 
 from ..conftest import TIMEOUT
 
@@ -60,57 +61,60 @@ class CuttableProxy:
             self.server.close()
 
 
-async def test_a_cut_connection_resumes_and_misses_nothing(cablecar_server: Any) -> None:
-    """Scenario 1a with the Python client: 10 broadcasts while the TCP connection is cut
-    for 2 s arrive after the resume, once, in order, then a live one; positions show."""
-    cable = Cable(Connection, [ChatChannel], history=True)
+@contextlib.asynccontextmanager
+async def consumer_behind_proxy(
+    cablecar_server: Any, cable: Cable
+) -> AsyncIterator[tuple[CuttableProxy, Consumer]]:
+    """``cable`` served, and a consumer reaching it through a ``CuttableProxy`` that
+    retries fast (0.1 s, at most 0.3 s apart)."""
     server = await cablecar_server(cable)
     proxy = CuttableProxy(server.port)
     port = await proxy.start()
     backoff = Backoff(initial=0.1, factor=1.5, maximum=0.3, jitter=0.0)
     try:
         async with connect(f"ws://127.0.0.1:{port}/cable", backoff=backoff) as consumer:
-            sub = await consumer.subscribe("ChatChannel", room="1")
-            await cable.broadcast("chat_1", {"n": 0})
-            assert await sub.receive(TIMEOUT) == {"n": 0}
-            assert sub.position is not None and sub.position[0] == "chat_1"
-            proxy.cut()
-            for n in range(1, 11):
-                await cable.broadcast("chat_1", {"n": n})
-            await asyncio.sleep(2)
-            proxy.open = True
-            got = [await sub.receive(TIMEOUT * 2) for _ in range(10)]
-            await cable.broadcast("chat_1", {"n": 11})
-            got.append(await sub.receive(TIMEOUT))
-            assert got == [{"n": n} for n in range(1, 12)]
-            assert sub.position is not None and sub.position[2] == 12  # offsets 1..12
-            assert sub.history_lost == 0
-            assert consumer.connections == 2
+            yield proxy, consumer
     finally:
         proxy.close()
+
+
+async def test_a_cut_connection_resumes_and_misses_nothing(cablecar_server: Any) -> None:
+    """Scenario 1a with the Python client: 10 broadcasts while the TCP connection is cut
+    for 2 s arrive after the resume, once, in order, then a live one; positions show."""
+    cable = Cable(Connection, [ChatChannel], history=True)
+    async with consumer_behind_proxy(cablecar_server, cable) as (proxy, consumer):
+        sub = await consumer.subscribe("ChatChannel", room="1")
+        await cable.broadcast("chat_1", {"n": 0})
+        assert await sub.receive(TIMEOUT) == {"n": 0}
+        assert sub.position is not None and sub.position[0] == "chat_1"
+        proxy.cut()
+        for n in range(1, 11):
+            await cable.broadcast("chat_1", {"n": n})
+        await asyncio.sleep(2)
+        proxy.open = True
+        got = [await sub.receive(TIMEOUT * 2) for _ in range(10)]
+        await cable.broadcast("chat_1", {"n": 11})
+        got.append(await sub.receive(TIMEOUT))
+        assert got == [{"n": n} for n in range(1, 12)]
+        assert sub.position is not None and sub.position[2] == 12  # offsets 1..12
+        assert sub.history_lost == 0
+        assert consumer.connections == 2
 
 
 async def test_a_gap_past_the_history_is_reported(cablecar_server: Any) -> None:
     """With history_limit 3 and 10 missed, the client learns the gap is lost
     (history_lost) and goes on receiving live messages."""
     cable = Cable(Connection, [ChatChannel], history=True, history_limit=3)
-    server = await cablecar_server(cable)
-    proxy = CuttableProxy(server.port)
-    port = await proxy.start()
-    backoff = Backoff(initial=0.1, factor=1.5, maximum=0.3, jitter=0.0)
-    try:
-        async with connect(f"ws://127.0.0.1:{port}/cable", backoff=backoff) as consumer:
-            sub = await consumer.subscribe("ChatChannel", room="2")
-            await cable.broadcast("chat_2", {"n": 0})
-            assert await sub.receive(TIMEOUT) == {"n": 0}
-            proxy.cut()
-            for n in range(1, 11):
-                await cable.broadcast("chat_2", {"n": n})
-            proxy.open = True
-            async with asyncio.timeout(TIMEOUT * 2):
-                while sub.history_lost == 0:
-                    await asyncio.sleep(0.02)
-            await cable.broadcast("chat_2", {"n": 11})
-            assert await sub.receive(TIMEOUT) == {"n": 11}
-    finally:
-        proxy.close()
+    async with consumer_behind_proxy(cablecar_server, cable) as (proxy, consumer):
+        sub = await consumer.subscribe("ChatChannel", room="2")
+        await cable.broadcast("chat_2", {"n": 0})
+        assert await sub.receive(TIMEOUT) == {"n": 0}
+        proxy.cut()
+        for n in range(1, 11):
+            await cable.broadcast("chat_2", {"n": n})
+        proxy.open = True
+        async with asyncio.timeout(TIMEOUT * 2):
+            while sub.history_lost == 0:
+                await asyncio.sleep(0.02)
+        await cable.broadcast("chat_2", {"n": 11})
+        assert await sub.receive(TIMEOUT) == {"n": 11}

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ..conftest import free_port, wait_healthy
 
 pytestmark = pytest.mark.node
 
@@ -30,26 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 JS_TEST = ROOT / "tests" / "js" / "cablecar_js.test.mjs"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"no /health answer on port {port} within {timeout} s")
-
-
 @pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
 def test_cablecar_js_passes_its_node_tests_against_cablecar(history: bool) -> None:
     """Every test of cablecar.js passes against `cablecar serve examples/conformance_app.py`;
@@ -58,7 +37,7 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar(history: bool) -> No
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (make test installs it)")
-    port = _free_port()
+    port = free_port()
     app = f"{ROOT / 'examples' / 'conformance_app.py'}:cable"
     server = subprocess.Popen(
         [
@@ -82,7 +61,7 @@ def test_cablecar_js_passes_its_node_tests_against_cablecar(history: bool) -> No
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_healthy(server, port)
+        wait_healthy(f"http://127.0.0.1:{port}", server)
         result = subprocess.run(
             [node, "--experimental-websocket", "--test", "--test-reporter=tap", str(JS_TEST)],
             cwd=ROOT,

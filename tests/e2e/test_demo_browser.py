@@ -13,11 +13,9 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ import pytest
 playwright_sync = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
+from ..conftest import free_port, wait_healthy  # noqa: E402
 from ..proxy import CuttableProxy  # noqa: E402
 from ..timing import FACTOR  # noqa: E402
 
@@ -49,17 +48,11 @@ WAIT_MS = 5000 * FACTOR
 IN_MILLISECONDS = re.compile(r"^\d+ ms$")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class DemoProcess:
     """`python -m cablecar demo --port P` in a subprocess; killable and restartable."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / "demo.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,16 +64,7 @@ class DemoProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the demo exited:\n{self.log()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"the demo did not answer on {self.url}:\n{self.log()}")
+        wait_healthy(self.url, self.proc, self.log, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to the clients, as when a machine dies."""

@@ -1,16 +1,20 @@
-"""The official @rails/actioncable client under Node against a real cablecar server."""
+"""The official @rails/actioncable client under Node against real cablecar servers: the
+standalone server, and the cable behind ``CableMiddleware`` in Starlette served by the
+uvicorn and granian commands."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from ..asgi_servers import ASGIProcess
 from ..conftest import free_port
-from ..servers import ROOT, CablecarProcess
+from ..servers import ROOT, CablecarProcess, ServerProcess
 
 JS = ROOT / "tests" / "js"
 
@@ -20,9 +24,17 @@ pytestmark = [
 ]
 
 
-def test_official_client_scenarios(tmp_path: Path) -> None:
+SERVERS: dict[str, Callable[[int, Path], ServerProcess]] = {
+    "standalone": lambda port, log: CablecarProcess(port, log=log),
+    "uvicorn": lambda port, log: ASGIProcess(port, "uvicorn", "middleware", log=log),
+    "granian": lambda port, log: ASGIProcess(port, "granian", "middleware", log=log),
+}
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_official_client_scenarios(tmp_path: Path, kind: str) -> None:
     """subscribe/perform/receive, reject, ordered actions, unauthorized: all pass under Node."""
-    server = CablecarProcess(free_port(), log=tmp_path / "server.log").start()
+    server = SERVERS[kind](free_port(), tmp_path / "server.log").start()
     try:
         result = subprocess.run(
             ["node", "--test", "--test-timeout=30000", "official_client.test.mjs"],

@@ -78,27 +78,38 @@ async function speaker(url, room) {
   return { cable, say: (n) => channel.perform('speak', { n }) };
 }
 
-test('a: a TCP cut while 10 are broadcast: the session is restored, the 10 arrive once, then live', async () => {
-  const url = process.env.CABLE_URL;
+// A subscriber `user` on url through a proxy we can cut, and a speaker in `room` straight to url.
+async function behindProxy(url, user, room) {
   const p = await proxy(portOf(url));
-  const room = `a-${nonce}`;
-  const cable = client(viaProxy(url, p), 'ann');
+  const cable = client(viaProxy(url, p), user);
   const pub = await speaker(url, room);
+  return { p, cable, pub, close() { cable.disconnect(); pub.cable.disconnect(); p.close(); } };
+}
+
+// Once sub has message 0, its connection is cut while 1..10 are said, and let back pauseMs later.
+async function missTen({ p, pub }, sub, pauseMs) {
+  await pub.say(0);
+  await until(() => sub.got.length === 1, 5000, 'the first message');
+  p.cut();
+  for (let n = 1; n <= 10; n++) await pub.say(n);
+  await sleep(pauseMs);
+  p.resume();
+}
+
+test('a: a TCP cut while 10 are broadcast: the session is restored, the 10 arrive once, then live', async () => {
+  const room = `a-${nonce}`;
+  const scene = await behindProxy(process.env.CABLE_URL, 'ann', room);
+  const { pub } = scene;
   try {
-    const sub = await listen(cable, room);
-    await pub.say(0);
-    await until(() => sub.got.length === 1, 5000, 'the first message');
-    p.cut();
-    for (let n = 1; n <= 10; n++) await pub.say(n);
-    await sleep(2000);
-    p.resume();
+    const sub = await listen(scene.cable, room);
+    await missTen(scene, sub, 2000);
     await until(() => sub.events.some((e) => e.connect && e.connect.restored), 10000, 'a restored session');
     await until(() => sub.got.length === 11, 10000, 'the missed messages', () => ({ got: sub.got, events: sub.events }));
     await pub.say(11);
     await until(() => sub.got.length === 12, 5000, 'a live message');
     await sleep(200);
     assertExactlyOnceInOrder(sub.got, [...Array(12).keys()]);
-  } finally { cable.disconnect(); pub.cable.disconnect(); p.close(); }
+  } finally { scene.close(); }
 });
 
 test('c: a new subscriber with historyTimestamp gets what came after it', async () => {
@@ -121,33 +132,23 @@ test('c: a new subscriber with historyTimestamp gets what came after it', async 
 });
 
 test('c: a gap beyond the history limit gets reject_history (history_not_found)', async () => {
-  const url = process.env.CABLE_URL_LIMITED;
-  const p = await proxy(portOf(url));
   const room = `lim-${nonce}`;
-  const cable = client(viaProxy(url, p), 'gappy');
-  const pub = await speaker(url, room);
+  const scene = await behindProxy(process.env.CABLE_URL_LIMITED, 'gappy', room);
   try {
-    const sub = await listen(cable, room);
-    await pub.say(0);
-    await until(() => sub.got.length === 1, 5000, 'the first message');
-    p.cut();
-    for (let n = 1; n <= 10; n++) await pub.say(n);
-    await sleep(1500);
-    p.resume();
+    const sub = await listen(scene.cable, room);
+    await missTen(scene, sub, 1500);
     await until(() => sub.events.some((e) => e.info === 'history_not_found'), 10000, 'history_not_found');
     assert.deepEqual(sub.got.map((m) => m.n), [0], 'nothing replayed from an incomplete history');
-  } finally { cable.disconnect(); pub.cable.disconnect(); p.close(); }
+  } finally { scene.close(); }
 });
 
 test('d: a reconnect in the middle of a burst: no duplicate, no gap', async () => {
-  const url = process.env.CABLE_URL;
-  const p = await proxy(portOf(url));
   const room = `d-${nonce}`;
-  const cable = client(viaProxy(url, p), 'bursty');
-  const pub = await speaker(url, room);
+  const scene = await behindProxy(process.env.CABLE_URL, 'bursty', room);
+  const { p, pub } = scene;
   const total = 300;
   try {
-    const sub = await listen(cable, room);
+    const sub = await listen(scene.cable, room);
     // About 200 messages/s for 1.5 s: the cut misses some 60 (within history_limit)
     // and the burst goes on while the backlog is replayed.
     const burst = (async () => { for (let n = 0; n < total; n++) { await pub.say(n); await sleep(5); } })();
@@ -164,7 +165,7 @@ test('d: a reconnect in the middle of a burst: no duplicate, no gap', async () =
     await sleep(300);
     assertExactlyOnceInOrder(sub.got, [...Array(total).keys()]);
     assert.ok(sub.events.some((e) => e.connect && e.connect.restored), 'the session was restored');
-  } finally { cable.disconnect(); pub.cable.disconnect(); p.close(); }
+  } finally { scene.close(); }
 });
 
 const cluster = process.env.CLUSTER ? JSON.parse(process.env.CLUSTER) : null;

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { createHmac } from "node:crypto";
 import { createConsumer, createWebSocketURL } from "../../src/cablecar/static/cablecar.js";
+import { sleep, unique, waitFor } from "./helpers.mjs";
 
 const CABLE_URL = process.env.CABLE_URL;
 const skip = CABLE_URL ? false : "CABLE_URL is not set";
@@ -22,19 +23,6 @@ after(() => {
   for (const consumer of consumers) consumer.disconnect();
   for (const proxy of proxies) proxy.close();
 });
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(predicate, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-let counter = 0;
-const unique = (prefix) => `${prefix}-${process.pid}-${++counter}`;
 
 function withUser(base, user) {
   const url = new URL(base);

@@ -7,6 +7,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
+import { sleep, unique, waitFor } from "./helpers.mjs";
 
 globalThis.WebSocket = WebSocket;
 globalThis.addEventListener ??= () => {};
@@ -21,17 +22,6 @@ const skip = DEMO_URL ? false : "DEMO_URL is not set";
 const CABLE_URL = DEMO_URL && DEMO_URL.replace(/^http/, "ws") + "/cable";
 const consumers = [];
 after(() => consumers.forEach((c) => c.disconnect()));
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-async function waitFor(predicate, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-let counter = 0;
-const unique = (prefix) => `${prefix}-${process.pid}-${++counter}`;
 
 function consumer(name) {
   const query = name === undefined ? "" : `?name=${encodeURIComponent(name)}`;

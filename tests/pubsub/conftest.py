@@ -45,6 +45,12 @@ class Inbox:
         """Payloads received on ``stream``, in order."""
         return [payload for s, payload in self.messages if s == stream]
 
+    async def quiet_on(self, stream: str) -> list[bytes]:
+        """Payloads received on ``stream`` once QUIET more seconds have passed, so that
+        a message that should not arrive has had its chance to."""
+        await asyncio.sleep(QUIET)
+        return self.on(stream)
+
     async def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
         """Wait until ``ready()`` holds, failing the test after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()

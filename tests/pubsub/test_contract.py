@@ -27,6 +27,16 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
+async def publish_in_order(pair: Pair, name: str, sent: list[bytes]) -> list[bytes]:
+    """Publish ``sent``, one after another, on a new stream ``rx`` subscribed to; return
+    what ``rx`` received on it once ``len(sent)`` messages have arrived."""
+    stream = unique(name)
+    await pair.rx.subscribe(stream)
+    for payload in sent:
+        await pair.tx.publish(stream, payload)
+    return await pair.inbox.wait_for(stream, len(sent))
+
+
 async def test_delivers_a_published_message(pair: Pair) -> None:
     """A message published on a subscribed stream arrives as the same bytes."""
     stream = unique("chat")
@@ -43,18 +53,13 @@ async def test_only_subscribed_streams_are_delivered(pair: Pair) -> None:
     await pair.tx.publish(other, b'"no"')
     await pair.tx.publish(wanted, b'"yes"')
     await pair.inbox.wait_for(wanted)
-    await asyncio.sleep(QUIET)
-    assert pair.inbox.on(other) == []
+    assert await pair.inbox.quiet_on(other) == []
 
 
 async def test_keeps_publish_order_per_stream(pair: Pair) -> None:
     """500 messages published one after another arrive in the same order."""
-    stream = unique("ordered")
-    await pair.rx.subscribe(stream)
     sent = [_json.dumps({"n": n}) for n in range(500)]
-    for payload in sent:
-        await pair.tx.publish(stream, payload)
-    assert await pair.inbox.wait_for(stream, len(sent)) == sent
+    assert await publish_in_order(pair, "ordered", sent) == sent
 
 
 async def test_keeps_order_per_stream_when_streams_interleave(pair: Pair) -> None:
@@ -75,8 +80,7 @@ async def test_concurrent_publishes_all_arrive(pair: Pair) -> None:
     await pair.rx.subscribe(stream)
     await asyncio.gather(*(pair.tx.publish(stream, str(n).encode()) for n in range(200)))
     received = await pair.inbox.wait_for(stream, 200)
-    await asyncio.sleep(QUIET)
-    assert sorted(int(p) for p in pair.inbox.on(stream)) == list(range(200))
+    assert sorted(int(p) for p in await pair.inbox.quiet_on(stream)) == list(range(200))
     assert len(received) == 200
 
 
@@ -91,8 +95,7 @@ async def test_unsubscribe_stops_delivery(pair: Pair) -> None:
     await pair.tx.publish(gone, b"2")
     await pair.tx.publish(kept, b"3")
     await pair.inbox.wait_for(kept)
-    await asyncio.sleep(QUIET)
-    assert pair.inbox.on(gone) == [b"1"]
+    assert await pair.inbox.quiet_on(gone) == [b"1"]
 
 
 async def test_subscribe_again_after_unsubscribe(pair: Pair) -> None:
@@ -103,8 +106,7 @@ async def test_subscribe_again_after_unsubscribe(pair: Pair) -> None:
     await pair.rx.subscribe(stream)
     await pair.tx.publish(stream, b"1")
     assert await pair.inbox.wait_for(stream) == [b"1"]
-    await asyncio.sleep(QUIET)
-    assert pair.inbox.on(stream) == [b"1"]
+    assert await pair.inbox.quiet_on(stream) == [b"1"]
 
 
 async def test_repeated_subscribe_and_unsubscribe_are_idempotent(pair: Pair) -> None:
@@ -114,8 +116,7 @@ async def test_repeated_subscribe_and_unsubscribe_are_idempotent(pair: Pair) -> 
     await pair.rx.subscribe(stream)
     await pair.tx.publish(stream, b"1")
     await pair.inbox.wait_for(stream)
-    await asyncio.sleep(QUIET)
-    assert pair.inbox.on(stream) == [b"1"]
+    assert await pair.inbox.quiet_on(stream) == [b"1"]
     await pair.rx.unsubscribe(stream)
     await pair.rx.unsubscribe(stream)
     await pair.rx.unsubscribe(unique("never-subscribed"))
@@ -148,40 +149,28 @@ async def test_large_payloads(pair: Pair, size: int) -> None:
 
 async def test_large_and_small_payloads_keep_their_order(pair: Pair) -> None:
     """Small messages published after a large one arrive after it."""
-    stream = unique("mixed")
-    await pair.rx.subscribe(stream)
-    sent = []
+    sent: list[bytes] = []
     for n in range(10):
         size = 20_000 if n % 3 == 0 else 10
         sent.append(_json.dumps({"n": n, "pad": "p" * size}))
-    for payload in sent:
-        await pair.tx.publish(stream, payload)
-    assert await pair.inbox.wait_for(stream, len(sent)) == sent
+    assert await publish_in_order(pair, "mixed", sent) == sent
 
 
 async def test_unicode_payloads(pair: Pair) -> None:
     """UTF-8 payloads (accents, CJK, emoji, escapes) arrive byte for byte."""
-    stream = unique("unicode")
-    await pair.rx.subscribe(stream)
     sent = [
         _json.dumps({"text": "héllo wörld"}),
         _json.dumps({"text": "日本語のテキスト", "emoji": "😀🎉👍🏽"}),
         _json.dumps({"text": 'line\nbreak\ttab "quote" \\ backslash \u2028'}),
         '{"raw":"\U0001f600"}'.encode(),
     ]
-    for payload in sent:
-        await pair.tx.publish(stream, payload)
-    assert await pair.inbox.wait_for(stream, len(sent)) == sent
+    assert await publish_in_order(pair, "unicode", sent) == sent
 
 
 async def test_binary_payloads(pair: Pair) -> None:
     """Adapters never decode payloads: arbitrary bytes (NUL, invalid UTF-8) survive."""
-    stream = unique("binary")
-    await pair.rx.subscribe(stream)
     sent = [bytes(range(256)), b"\x00", b"\x01marker-like", b"\xff\xfe", b""]
-    for payload in sent:
-        await pair.tx.publish(stream, payload)
-    assert await pair.inbox.wait_for(stream, len(sent)) == sent
+    assert await publish_in_order(pair, "binary", sent) == sent
 
 
 ODD_NAMES = [

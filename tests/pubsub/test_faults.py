@@ -98,6 +98,27 @@ async def publish_when_up(tx: PubSub, stream: str, payload: bytes) -> None:
             await asyncio.sleep(0.05)
 
 
+async def flowing(rx: PubSub, tx: PubSub, stream: str) -> Inbox:
+    """Start ``rx``, subscribe it to ``stream`` and wait for ``b"1"`` published by ``tx``:
+    messages flow. Returns ``rx``'s inbox."""
+    inbox = Inbox()
+    await rx.start(inbox)
+    await rx.subscribe(stream)
+    await tx.publish(stream, b"1")
+    await inbox.wait_for(stream)
+    return inbox
+
+
+async def assert_close_ends_a_pending_subscribe(rx: PubSub) -> None:
+    """A subscribe left waiting (for the broker), then ``rx`` closed: the subscribe
+    ends with AdapterError."""
+    pending: asyncio.Task[Any] = asyncio.create_task(rx.subscribe("never"))
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(rx.close(), WAIT)
+    with pytest.raises(AdapterError):
+        await asyncio.wait_for(pending, WAIT)
+
+
 async def test_broker_restart(
     broker: tuple[str, Service],
     adapters: Callable[[], PubSub],
@@ -110,11 +131,7 @@ async def test_broker_restart(
     kind, server = broker
     caplog.set_level(logging.DEBUG, logger=f"cablecar.pubsub.{kind}")
     rx, tx = adapters(), adapters()
-    inbox = Inbox()
-    await rx.start(inbox)
-    await rx.subscribe("before")
-    await tx.publish("before", b"1")
-    await inbox.wait_for("before")
+    inbox = await flowing(rx, tx, "before")
 
     server.stop(kill=True)
     # NATS's publisher holds a connection too, and notices the loss as well.
@@ -149,11 +166,7 @@ async def test_idle_publisher_survives_restart(
     the broker is back (stale connections are replaced, not reported)."""
     kind, server = broker
     rx, tx = adapters(), adapters()
-    inbox = Inbox()
-    await rx.start(inbox)
-    await rx.subscribe("s")
-    await tx.publish("s", b"1")
-    await inbox.wait_for("s")
+    inbox = await flowing(rx, tx, "s")
     server.stop(kill=True)
     server.start()
     await rx.subscribe("t")  # returns once rx is live again
@@ -197,11 +210,7 @@ async def test_close_while_waiting_for_the_broker(
     await rx.start(Inbox())
     server.stop(kill=True)
     await asyncio.sleep(0.2)
-    pending: asyncio.Task[Any] = asyncio.create_task(rx.subscribe("never"))
-    await asyncio.sleep(0.2)
-    await asyncio.wait_for(rx.close(), WAIT)
-    with pytest.raises(AdapterError):
-        await asyncio.wait_for(pending, WAIT)
+    await assert_close_ends_a_pending_subscribe(rx)
 
 
 async def test_close_while_never_connected(
@@ -213,11 +222,7 @@ async def test_close_while_never_connected(
     server.stop()
     rx = adapters()
     await asyncio.wait_for(rx.start(Inbox()), WAIT)
-    pending: asyncio.Task[Any] = asyncio.create_task(rx.subscribe("never"))
-    await asyncio.sleep(0.2)
-    await asyncio.wait_for(rx.close(), WAIT)
-    with pytest.raises(AdapterError):
-        await asyncio.wait_for(pending, WAIT)
+    await assert_close_ends_a_pending_subscribe(rx)
 
 
 async def test_a_redis_listener_whose_server_freezes_reconnects(
@@ -229,7 +234,7 @@ async def test_a_redis_listener_whose_server_freezes_reconnects(
     itself and the stream is delivered again."""
     from cablecar.pubsub.redis import RedisPubSub
 
-    from ..services import freeze, thaw
+    from ..services import frozen
 
     caplog.set_level(logging.DEBUG, logger="cablecar.pubsub.redis")
     with RedisServer() as server:
@@ -237,20 +242,12 @@ async def test_a_redis_listener_whose_server_freezes_reconnects(
                          max_reconnect_delay=0.3)  # fmt: skip
         tx = RedisPubSub(server.url)
         try:
-            inbox = Inbox()
-            await rx.start(inbox)
-            await rx.subscribe("room")
-            await tx.publish("room", b"1")
-            await inbox.wait_for("room")
+            inbox = await flowing(rx, tx, "room")
             assert rx.connected
-            frozen = [server.proc.pid]
-            freeze(frozen)
-            try:
+            with frozen([server.proc.pid]):
                 await wait_for_log(caplog, logging.WARNING, "lost connection to Redis")
                 assert not rx.connected
                 assert records(caplog, logging.WARNING, "no answer to PING within 0.3 s")
-            finally:
-                thaw(frozen)
             await wait_for_log(caplog, logging.INFO, "1 streams resubscribed")
             await publish_when_up(tx, "room", b"2")
             assert await inbox.wait_for("room", 2) == [b"1", b"2"]
@@ -264,19 +261,15 @@ async def test_closing_a_redis_adapter_ends_a_publish_still_waiting_for_redis() 
     the adapter ends that publish at once with AdapterError ("closed"); it does not hang."""
     from cablecar.pubsub.redis import RedisPubSub
 
-    from ..services import freeze, thaw
+    from ..services import frozen
 
     with RedisServer() as server:
         tx = RedisPubSub(server.url, publish_timeout=30.0)
         await tx.publish("room", b"1")  # the publishing connection is open
-        frozen = [server.proc.pid]
-        freeze(frozen)
-        try:
+        with frozen([server.proc.pid]):
             waiting = asyncio.create_task(tx.publish("room", b"2"))
             await asyncio.sleep(0.3)
             assert not waiting.done()
             await asyncio.wait_for(tx.close(), 5)
             with pytest.raises(AdapterError, match="closed"):
                 await asyncio.wait_for(waiting, 1)
-        finally:
-            thaw(frozen)

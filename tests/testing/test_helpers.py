@@ -9,7 +9,7 @@ from unittest.mock import ANY
 import pytest
 
 from cablecar import ActionNotAllowed, Cable, Connection, ConnectionRejected
-from cablecar.testing import ChannelTester
+from cablecar.testing import ChannelTester, TestSubscription
 
 from .app import ChatChannel, Room, events, make_cable
 
@@ -17,6 +17,13 @@ from .app import ChatChannel, Room, events, make_cable
 @pytest.fixture
 def cablecar_cable() -> Cable:
     return make_cable()
+
+
+@pytest.fixture
+async def bob_in_room_1(cablecar_tester: ChannelTester) -> TestSubscription:
+    """bob's stub connection, subscribed to ChatChannel room 1."""
+    conn = cablecar_tester.stub_connection(current_user="bob")
+    return await conn.subscribe("ChatChannel", room="1")
 
 
 # -- connections -------------------------------------------------------------------------
@@ -210,20 +217,17 @@ async def test_perform_returns_what_the_subscription_received(
 
 
 async def test_perform_refuses_actions_the_channel_does_not_have(
-    cablecar_tester: ChannelTester,
+    bob_in_room_1: TestSubscription,
 ) -> None:
     """perform() of a misspelt action raises ActionNotAllowed listing the channel's actions."""
-    sub = await cablecar_tester.stub_connection(current_user="bob").subscribe(
-        "ChatChannel", room="1"
-    )
     with pytest.raises(ActionNotAllowed) as info:
-        await sub.perform("spek", body="hi")
+        await bob_in_room_1.perform("spek", body="hi")
     assert str(info.value) == (
         "ChatChannel has no action 'spek'; its actions: "
         "boom, kick, leave, lookup, receive, speak, wait"
     )
     with pytest.raises(ActionNotAllowed):
-        await sub.perform("_missing")
+        await bob_in_room_1.perform("_missing")
 
 
 async def test_unsubscribe_runs_unsubscribed_and_leaves_the_streams(
@@ -298,16 +302,13 @@ async def test_stream_assertions_show_the_streams_found(cablecar_tester: Channel
 
 
 async def test_capture_broadcasts_collects_only_inside_the_block(
-    cablecar_tester: ChannelTester,
+    cablecar_tester: ChannelTester, bob_in_room_1: TestSubscription
 ) -> None:
     """capture_broadcasts() holds only what was broadcast inside its block; broadcasts() holds all."""
-    sub = await cablecar_tester.stub_connection(current_user="bob").subscribe(
-        "ChatChannel", room="1"
-    )
-    await sub.perform("speak", body="before")
+    await bob_in_room_1.perform("speak", body="before")
     with cablecar_tester.capture_broadcasts("chat_1") as messages:
-        await sub.perform("speak", body="inside")
-    await sub.perform("speak", body="after")
+        await bob_in_room_1.perform("speak", body="inside")
+    await bob_in_room_1.perform("speak", body="after")
     assert messages == [{"from": "bob", "body": "inside"}]
     assert [m["body"] for m in cablecar_tester.broadcasts("chat_1")] == [
         "before",
@@ -331,14 +332,11 @@ async def test_broadcasts_without_subscribers_and_from_broadcast_to_are_recorded
 
 
 async def test_assert_broadcast_on_lists_the_messages_it_found(
-    cablecar_tester: ChannelTester,
+    cablecar_tester: ChannelTester, bob_in_room_1: TestSubscription
 ) -> None:
     """As Rails 7.1: the failure shows what was broadcast on the stream instead."""
-    sub = await cablecar_tester.stub_connection(current_user="bob").subscribe(
-        "ChatChannel", room="1"
-    )
-    await sub.perform("speak", body="hello")
-    await sub.perform("speak", body="bye")
+    await bob_in_room_1.perform("speak", body="hello")
+    await bob_in_room_1.perform("speak", body="bye")
     cablecar_tester.assert_broadcast_on("chat_1", {"from": ANY, "body": "bye"})
     with pytest.raises(AssertionError) as info:
         cablecar_tester.assert_broadcast_on("chat_1", {"from": "bob", "body": "hi"})

@@ -3,8 +3,9 @@
 The protocol scenarios of ``tests/test_server.py`` run here unchanged against
 ``cable.asgi()`` served by each ASGI server (the ``cablecar_server`` fixture is
 overridden); then what only the ASGI path has: mounts, the middleware, the lifespan,
-limits and the official client. The shared conformance suite runs against the ASGI
-mount in ``tests/e2e/test_conformance.py``.
+and limits. The official client's scenarios (``tests/e2e/test_official_client.py``)
+and the shared conformance suite (``tests/e2e/test_conformance.py``) run against
+ASGI servers too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ import asyncio
 import base64
 import logging
 import os
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,9 +28,8 @@ from cablecar import Cable, Channel, Connection
 from cablecar.pubsub import MemoryPubSub
 from cablecar.transports.asgi import CableMiddleware
 
-from ..asgi_servers import SERVERS, ASGIProcess, InProcessServer
-from ..conftest import TIMEOUT, ConnectWS, free_port
-from ..servers import ROOT
+from ..asgi_servers import SERVERS, InProcessServer
+from ..conftest import TIMEOUT, ConnectWS
 from ..test_http_transports import (  # noqa: F401  (the HTTP transports over ASGI too)
     http_client,
     test_an_event_stream_runs_connect_and_channels_like_a_websocket,
@@ -43,7 +40,7 @@ from ..test_http_transports import (  # noqa: F401  (the HTTP transports over AS
 )
 from ..test_server import (  # noqa: F401  (collected here: the same scenarios over ASGI)
     CHAT1,
-    make_cable,
+    cable_and_url,
     test_before_subscribe_can_reject,
     test_broadcast_reaches_every_subscriber_of_the_room_only,
     test_commands_before_welcome_run_after_it_in_order,
@@ -67,9 +64,8 @@ from ..test_server import (  # noqa: F401  (collected here: the same scenarios o
     test_unsubscribe_and_disconnect_run_callbacks,
     test_user_exception_is_logged_reported_and_the_connection_goes_on,
     test_welcome_subscribe_and_transmit_before_confirmation,
+    url,
 )
-
-JS = ROOT / "tests" / "js"
 
 
 class _Served:
@@ -102,12 +98,6 @@ async def cablecar_server(
     yield start
     for served in started:
         await served.close(timeout=1.0)
-
-
-@pytest.fixture
-async def url(cablecar_server: Any) -> str:
-    server = await cablecar_server(make_cable())
-    return f"{server.url}?user=alice"
 
 
 # -- the ASGI path only ---------------------------------------------------------------------
@@ -394,31 +384,3 @@ async def test_slow_consumer_is_cut_and_others_keep_receiving(
         assert (await reader.recv_data())["message"] == {"i": "after"}
     finally:
         stalled.transport.abort()
-
-
-# -- the official client (the shared conformance suite: tests/e2e/test_conformance.py) --
-
-
-needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-
-
-@pytest.mark.node
-@needs_node
-@pytest.mark.parametrize("kind", SERVERS)
-def test_official_client_scenarios_over_asgi(tmp_path: Path, kind: str) -> None:
-    """tests/js/official_client.test.mjs against the conformance cable behind
-    CableMiddleware in Starlette, served by the uvicorn or granian command."""
-    server = ASGIProcess(free_port(), kind, "middleware", log=tmp_path / "server.log").start()
-    try:
-        result = subprocess.run(
-            ["node", "--test", "--test-timeout=30000", "official_client.test.mjs"],
-            cwd=JS,
-            env={**os.environ, "CABLE_URL": server.url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        server.stop()
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "# fail 0" in result.stdout
