@@ -11,6 +11,7 @@ over the server's process tree (puma workers, ``cablecar serve --workers 2``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "connection_count",
     "cpu_seconds",
     "emit",
+    "event_loop_runner",
     "free_port",
     "machine_info",
     "node_env",
@@ -176,6 +178,48 @@ def emit(result: dict[str, Any], out: str | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:
             f.write(line + "\n")
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """An ``asyncio.Runner`` on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        return asyncio.Runner()
+
+
+def scenario_main(
+    argv: list[str] | None,
+    doc: str | None,
+    kinds: Sequence[str],
+    add_options: Callable[[argparse.ArgumentParser], None],
+    run: Callable[..., dict[str, Any]],
+    *,
+    out_help: str | None = None,
+    quiet_help: str | None = None,
+) -> int:
+    """The command line of a one-server scenario script.
+
+    Parses ``--server`` (one of ``kinds``, required), the options ``add_options`` adds, then
+    ``--out`` and ``--quiet`` (with the given help texts); calls ``run(server, echo=not
+    quiet)`` with each added option as the keyword argument of its name (``--max-seconds``:
+    ``max_seconds``) and prints the result record as one JSON line (:func:`emit`).
+
+    Returns:
+        The exit status: 0 when the record is ``complete``, else 1.
+    """
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--server", required=True, choices=kinds)
+    add_options(ap)
+    ap.add_argument("--out", help=out_help)
+    ap.add_argument("--quiet", action="store_true", help=quiet_help)
+    a = ap.parse_args(argv)
+    options = {k: v for k, v in vars(a).items() if k not in ("server", "out", "quiet")}
+    r = run(a.server, **options, echo=not a.quiet)
+    emit(r, a.out)
+    return 0 if r["complete"] else 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,22 +545,7 @@ class Server:
             CABLE_HISTORY="1" if "history" in self.kind else "",
             CABLE_METRICS="0" if "nometrics" in self.kind else "",
         )
-        self._proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=env,
-            stdout=self._log(self.kind),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._root = self._proc.pid
-        try:
-            _wait_port(self.port, 60, self._proc)
-            _wait_health(self.port, 30)
-        except Exception:
-            self.stop()
-            raise
+        self._spawn(cmd, self.kind, cwd=REPO, env=env, listen_timeout=60, health=True)
 
     def _start_django_redis(self) -> None:
         """The anchors' Django Channels app on daphne with the Redis layer, as ctl.sh starts it,
@@ -531,51 +560,58 @@ class Server:
         self.port = free_port()
         url = self._start_redis() + "?socket_timeout=30"
         env = dict(os.environ, CHANNEL_LAYER="redis", REDIS_URL=url)
-        self._proc = subprocess.Popen(
-            [
-                str(a / ".venv/bin/daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--verbosity",
-                "0",
-                "asgi:application",
-            ],
-            cwd=a / "bench/servers/djchan",
-            env=env,
-            stdout=self._log("django-redis"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._root = self._proc.pid
-        try:
-            _wait_port(self.port, 60, self._proc)
-        except Exception:
-            self.stop()
-            raise
+        cmd = [
+            str(a / ".venv/bin/daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--verbosity",
+            "0",
+            "asgi:application",
+        ]
+        self._spawn(cmd, "django-redis", cwd=a / "bench/servers/djchan", env=env, listen_timeout=60)
 
     def _start_floor_streams(self) -> None:
         a = anchors_home()
         self.port = free_port()
+        cmd = [
+            str(a / ".venv/bin/python"),
+            str(BENCH_DIR / "servers" / "floor_streams.py"),
+            "--port",
+            str(self.port),
+            "--floor",
+            str(a / "bench/servers/floor.py"),
+        ]
+        self._spawn(cmd, "floor-streams", listen_timeout=30)
+
+    def _spawn(
+        self,
+        cmd: Sequence[str],
+        log_name: str,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        listen_timeout: float,
+        health: bool = False,
+    ) -> None:
+        """Start the server process ``cmd`` in its own session, its output to the log
+        ``log_name``, and wait until it listens (and, with ``health``, answers ``/health``);
+        if it never does, stop everything started so far and re-raise."""
         self._proc = subprocess.Popen(
-            [
-                str(a / ".venv/bin/python"),
-                str(BENCH_DIR / "servers" / "floor_streams.py"),
-                "--port",
-                str(self.port),
-                "--floor",
-                str(a / "bench/servers/floor.py"),
-            ],
-            stdout=self._log("floor-streams"),
+            list(cmd),
+            cwd=cwd,
+            env=env,
+            stdout=self._log(log_name),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._root = self._proc.pid
         try:
-            _wait_port(self.port, 30, self._proc)
+            _wait_port(self.port, listen_timeout, self._proc)
+            if health:
+                _wait_health(self.port, 30)
         except Exception:
             self.stop()
             raise
@@ -651,6 +687,64 @@ def last_json_line(text: str) -> dict[str, Any]:
     raise ValueError(f"no JSON result in client output: {text[-300:]!r}")
 
 
+def cli_flags(**options: object) -> list[str]:
+    """``--name value`` for each option, in the order given (``max_seconds=5`` becomes
+    ``--max-seconds 5``)."""
+    flags: list[str] = []
+    for name, value in options.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
+
+
+def harness_command(anchors: Path, srv: Server, **options: int) -> list[str]:
+    """The command line of the anchors' Node load client (``anchors/bench/run.sh``, see
+    :func:`anchors_home`) against ``srv``: its URL and protocol mode, then ``options`` (the
+    client's own, in the order given), then the server's pids (for its memory figures) and
+    the kind as the run's label."""
+    pids = ",".join(map(str, srv.pids()))
+    flags = cli_flags(url=srv.url, mode=srv.mode, **options, server_pid=pids, label=srv.kind)
+    return [str(anchors / "bench" / "run.sh"), *flags]
+
+
+def loadclient_command(scenario: str, **options: object) -> list[str]:
+    """The command line of ``benchmarks/loadclient.js`` running ``scenario``, with
+    ``options`` as its flags, in the order given."""
+    script = str(BENCH_DIR / "loadclient.js")
+    return ["node", "--max-old-space-size=4096", script, scenario, *cli_flags(**options)]
+
+
+def run_load_client(
+    srv: Server,
+    cmd: Sequence[str],
+    marks: Mapping[str, str],
+    *,
+    timeout: float,
+    env: dict[str, str],
+    prefix: str | None,
+    stop: Callable[[str], bool] | None = None,
+) -> tuple[str, dict[str, CpuSnapshot]]:
+    """Run a load client (:func:`run_streaming`) and read ``srv``'s CPU at its progress lines.
+
+    ``marks`` maps a text to look for in a progress line to a snapshot name: the first text
+    a line contains takes a :class:`CpuSnapshot` of ``srv`` under that name. A line that
+    contains none of them is passed to ``stop``; when that returns true the client is killed.
+
+    Returns:
+        The client's stdout and the snapshots taken, by name.
+    """
+    snaps: dict[str, CpuSnapshot] = {}
+
+    def on_line(line: str) -> bool:
+        for text, name in marks.items():
+            if text in line:
+                snaps[name] = CpuSnapshot(srv)
+                return False
+        return stop is not None and stop(line)
+
+    out = run_streaming(cmd, on_line, timeout=timeout, env=env, prefix=prefix)
+    return out, snaps
+
+
 @contextlib.contextmanager
 def server_for(kind: str, *, streams: bool = False) -> Iterator[Server]:
     """``with server_for(kind) as srv:`` starts a fresh server and stops it afterwards."""
@@ -662,7 +756,14 @@ def server_for(kind: str, *, streams: bool = False) -> Iterator[Server]:
         srv.stop()
 
 
-__all__ += ["last_json_line", "server_for"]
+__all__ += [
+    "cli_flags",
+    "harness_command",
+    "last_json_line",
+    "loadclient_command",
+    "run_load_client",
+    "server_for",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,9 +780,13 @@ def client_frame(text: str) -> bytes:
 
 
 class RawSubscriber(asyncio.Protocol):
-    """One WebSocket of a load client: the upgrade by hand (no extensions), a subscribe,
+    """One WebSocket of a load client: the upgrade by hand (no extensions unless
+    :attr:`extra_headers` offers one), a subscribe,
     then every byte after the confirmation goes to :meth:`received` as it arrives, raw
     (counting markers in the byte stream keeps the client cheaper than the servers)."""
+
+    #: Header lines (each ending in CRLF) added to the upgrade request, e.g. an extension offer.
+    extra_headers = b""
 
     def __init__(self, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -692,10 +797,13 @@ class RawSubscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, port: int, identifier: str) -> Any:
-        """Connect, upgrade and subscribe to ``identifier``; return once confirmed."""
+    async def open(cls, port: int, identifier: str, **kwargs: Any) -> Any:
+        """Connect, upgrade and subscribe to ``identifier``; return once confirmed.
+
+        ``kwargs`` go to the constructor, after ``port``.
+        """
         loop = asyncio.get_running_loop()
-        _t, client = await loop.create_connection(lambda: cls(port), "127.0.0.1", port)
+        _t, client = await loop.create_connection(lambda: cls(port, **kwargs), "127.0.0.1", port)
         await asyncio.wait_for(client.upgraded, 20)
         command = {"command": "subscribe", "identifier": identifier}
         client.transport.write(client_frame(json.dumps(command)))
@@ -707,8 +815,8 @@ class RawSubscriber(asyncio.Protocol):
         transport.write(
             b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n\r\n"
-            % self.port
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n%s\r\n"
+            % (self.port, self.extra_headers)
         )
 
     def data_received(self, data: bytes) -> None:
@@ -722,6 +830,11 @@ class RawSubscriber(asyncio.Protocol):
                 return
             data = self.head[end + 4 :]
             self.upgraded.set_result(None)
+        self.stream_received(data)
+
+    def stream_received(self, data: bytes) -> None:
+        """Bytes after the upgrade response: the confirmation is awaited, what follows it
+        goes to :meth:`received` (override to take the whole stream)."""
         if not self.confirmed.done():
             if b"confirm_subscription" in data:
                 self.confirmed.set_result(None)

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import asgi_vs_standalone as avs
-from _common import RESULTS_DIR, machine_info
+from _common import RESULTS_DIR, event_loop_runner, free_port, machine_info
 from profile_fanout import parse_collapsed
 
 __all__ = [
@@ -319,27 +319,13 @@ async def _measure(
 
 def run_split(kind: str, args: argparse.Namespace, pyspy: str, stamp: str) -> dict[str, Any]:
     """One server: plain and profiled bursts, the split, cablecar's µs per delivery."""
-    port = avs.free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")])}
-    proc = subprocess.Popen(
-        avs.server_command(kind, port),
-        cwd=HERE,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    port = free_port()
+    proc = avs.start_server(kind, port)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     raw = RESULTS_DIR / f"asgi-split-{kind}-{stamp}.collapsed"
     try:
         avs.wait_port(port)
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:  # pragma: no cover
-            runner = asyncio.Runner()
-        with runner:
+        with event_loop_runner() as runner:
             m = runner.run(_measure(kind, port, proc.pid, args, pyspy, raw))
     finally:
         children = _tree(proc.pid)[1:]

@@ -35,6 +35,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from _common import RawSubscriber, client_frame, event_loop_runner, free_port
+
 from cablecar import Cable, Channel
 
 HERE = Path(__file__).resolve().parent
@@ -106,6 +108,20 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def start_server(kind: str, port: int) -> subprocess.Popen[bytes]:
+    """Start a server of ``kind`` on ``port`` (this folder and ``src`` on its Python path,
+    output discarded, in its own session); it may not be listening yet (:func:`wait_port`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")])}
+    return subprocess.Popen(
+        server_command(kind, port),
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 15 s."""
     proc.send_signal(signal.SIGTERM)
@@ -114,12 +130,6 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -136,47 +146,20 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 # -- the client ---------------------------------------------------------------------------
 
 
-def _frame(text: str) -> bytes:
-    """A masked client text frame (mask key 0: the payload stays as is)."""
-    data = text.encode()
-    n = len(data)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
-    return head + b"\0\0\0\0" + data
+class _Client(RawSubscriber):
+    """Counts the deliveries (``MARK``) in the whole stream after the upgrade; with
+    ``deflate`` it offers permessage-deflate and inflates what arrives."""
 
-
-class _Client(asyncio.Protocol):
     def __init__(self, port: int, deflate: bool = False) -> None:
-        self.port = port
+        super().__init__(port)
         self.deflate = deflate
+        self.extra_headers = EXTENSION if deflate else b""
         self.inflater = zlib.decompressobj(-15)
         self.buf = b""
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.confirmed = asyncio.get_running_loop().create_future()
-        self.head = b""
         self.tail = b""
         self.count = 0
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(
-            b"GET /cable HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: actioncable-v1-json\r\n%s\r\n"
-            % (self.port, EXTENSION if self.deflate else b"")
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if not self.upgraded.done():
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.head.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(RuntimeError(self.head[:200].decode("latin-1")))
-                return
-            data = self.head[end + 4 :]
-            self.upgraded.set_result(None)
+    def stream_received(self, data: bytes) -> None:
         if self.deflate:
             data = self._inflate(data)
         chunk = self.tail + data
@@ -212,19 +195,9 @@ class _Client(asyncio.Protocol):
         self.buf = buf
         return b"".join(out)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        for fut in (self.upgraded, self.confirmed):
-            if not fut.done():
-                fut.set_exception(ConnectionError("closed"))
-
 
 async def _open(port: int, deflate: bool) -> _Client:
-    loop = asyncio.get_running_loop()
-    _t, client = await loop.create_connection(lambda: _Client(port, deflate), "127.0.0.1", port)
-    await asyncio.wait_for(client.upgraded, 20)
-    assert client.transport is not None
-    client.transport.write(_frame(json.dumps({"command": "subscribe", "identifier": IDENT})))
-    await asyncio.wait_for(client.confirmed, 20)
+    client: _Client = await _Client.open(port, IDENT, deflate=deflate)
     return client
 
 
@@ -240,7 +213,7 @@ async def burst_once(
     cpu0 = cpu_seconds(pid)
     data = json.dumps({"action": "burst", "n": n, "size": size})
     msg = {"command": "message", "identifier": IDENT, "data": data}
-    control.transport.write(_frame(json.dumps(msg)))  # type: ignore[union-attr]
+    control.transport.write(client_frame(json.dumps(msg)))  # type: ignore[union-attr]
     first = None
     deadline = time.monotonic() + timeout
     while True:
@@ -308,24 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for kind in args.servers.split(","):
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")])}
-        proc = subprocess.Popen(
-            server_command(kind, port),
-            cwd=HERE,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = start_server(kind, port)
         try:
             wait_port(port)
-            try:
-                import uvloop
-
-                runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-            except ImportError:
-                runner = asyncio.Runner()
-            with runner:
+            with event_loop_runner() as runner:
                 result = runner.run(measure(kind, port, proc.pid, args))
             print(json.dumps(result), flush=True)
             results.append(result)

@@ -17,15 +17,15 @@ from typing import Any
 
 from _common import (
     ALL_KINDS,
-    CpuSnapshot,
     Server,
     anchors_home,
-    emit,
+    harness_command,
     last_json_line,
     machine_info,
     node_env,
     raise_nofile_limit,
-    run_streaming,
+    run_load_client,
+    scenario_main,
 )
 
 __all__ = ["main", "run_connect_storm"]
@@ -43,47 +43,25 @@ def run_connect_storm(
     """Run one connect storm against a fresh server of ``kind``."""
     raise_nofile_limit()
     a = anchors_home()
-    snaps: dict[str, CpuSnapshot] = {}
     info = machine_info()
     with Server(kind) as srv:
         time.sleep(1)
-        cmd = [
-            str(a / "bench" / "run.sh"),
-            "--url",
-            srv.url,
-            "--mode",
-            srv.mode,
-            "--clients",
-            str(clients),
-            "--broadcasts",
-            "1",
-            "--burst",
-            "1",
-            "--interval",
-            "0",
-            "--concurrency",
-            str(concurrency),
-            "--sources",
-            str(sources),
-            "--settle",
-            "500",
-            "--max-seconds",
-            str(max_seconds),
-            "--server-pid",
-            ",".join(map(str, srv.pids())),
-            "--label",
-            kind,
-        ]
-
-        def on_line(line: str) -> None:
-            if "] connecting " in line:
-                snaps["start"] = CpuSnapshot(srv)
-            elif "] subscribed " in line:
-                snaps["end"] = CpuSnapshot(srv)
-
-        out = run_streaming(
+        cmd = harness_command(
+            a,
+            srv,
+            clients=clients,
+            broadcasts=1,
+            burst=1,
+            interval=0,
+            concurrency=concurrency,
+            sources=sources,
+            settle=500,
+            max_seconds=max_seconds,
+        )
+        out, snaps = run_load_client(
+            srv,
             cmd,
-            on_line,
+            {"] connecting ": "start", "] subscribed ": "end"},
             timeout=max_seconds + 60,
             env=node_env(),
             prefix=f"[connect {kind} N={clients}] " if echo else None,
@@ -120,25 +98,14 @@ def run_connect_storm(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--server", required=True, choices=ALL_KINDS)
-    ap.add_argument("--clients", type=int, default=10000)
-    ap.add_argument("--concurrency", type=int, default=200)
-    ap.add_argument("--sources", type=int, default=8)
-    ap.add_argument("--max-seconds", type=int, default=600)
-    ap.add_argument("--out")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    r = run_connect_storm(
-        a.server,
-        a.clients,
-        concurrency=a.concurrency,
-        sources=a.sources,
-        max_seconds=a.max_seconds,
-        echo=not a.quiet,
-    )
-    emit(r, a.out)
-    return 0 if r["complete"] else 1
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--clients", type=int, default=10000)
+        ap.add_argument("--concurrency", type=int, default=200)
+        ap.add_argument("--sources", type=int, default=8)
+        ap.add_argument("--max-seconds", type=int, default=600)
+
+    return scenario_main(argv, __doc__, ALL_KINDS, options, run_connect_storm)
 
 
 if __name__ == "__main__":

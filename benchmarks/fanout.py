@@ -25,12 +25,13 @@ from _common import (
     CpuSnapshot,
     Server,
     anchors_home,
-    emit,
+    harness_command,
     last_json_line,
     machine_info,
     node_env,
     raise_nofile_limit,
-    run_streaming,
+    run_load_client,
+    scenario_main,
 )
 
 __all__ = ["SLOW_KINDS", "default_burst", "main", "run_fanout"]
@@ -79,59 +80,40 @@ def run_fanout(
             f"{1 + broadcasts + burst} broadcasts from one sender exceed cablecar's default "
             f"command burst ({CABLECAR_COMMAND_BURST}); use fewer"
         )
-    snaps: dict[str, CpuSnapshot] = {}
     info = machine_info()
     with Server(kind) as srv:
         time.sleep(1)
-        cmd = [
-            str(a / "bench" / "run.sh"),
-            "--url",
-            srv.url,
-            "--mode",
-            srv.mode,
-            "--clients",
-            str(clients),
-            "--broadcasts",
-            str(broadcasts),
-            "--burst",
-            str(burst),
-            "--interval",
-            str(interval),
-            "--concurrency",
-            str(concurrency),
-            "--sources",
-            str(sources),
-            "--settle",
-            str(settle),
-            "--bcast-timeout",
-            str(bcast_timeout),
-            "--max-seconds",
-            str(max_seconds),
-            "--server-pid",
-            ",".join(map(str, srv.pids())),
-            "--label",
-            kind,
-        ]
+        cmd = harness_command(
+            a,
+            srv,
+            clients=clients,
+            broadcasts=broadcasts,
+            burst=burst,
+            interval=interval,
+            concurrency=concurrency,
+            sources=sources,
+            settle=settle,
+            bcast_timeout=bcast_timeout,
+            max_seconds=max_seconds,
+        )
 
         aborted: list[str] = []
 
-        def on_line(line: str) -> bool:
-            if "] latency:" in line:
-                snaps["burst_start"] = CpuSnapshot(srv)
-            elif "] throughput:" in line:
-                snaps["burst_end"] = CpuSnapshot(srv)
-            elif "warmup broadcast INCOMPLETE" in line:
+        def stop(line: str) -> bool:
+            if "warmup broadcast INCOMPLETE" in line:
                 # every later broadcast would wait out its timeout too: minutes for nothing
                 aborted.append(line.split("] ", 1)[-1].strip())
                 return True
             return False
 
-        out = run_streaming(
+        out, snaps = run_load_client(
+            srv,
             cmd,
-            on_line,
+            {"] latency:": "burst_start", "] throughput:": "burst_end"},
             timeout=max_seconds + 60,
             env=node_env(history="history" in kind),
             prefix=f"[fanout {kind} N={clients}] " if echo else None,
+            stop=stop,
         )
         pids = srv.pids()
     if aborted:
@@ -224,35 +206,29 @@ def _r(x: float | None, nd: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--server", required=True, choices=ALL_KINDS)
-    ap.add_argument("--clients", type=int, default=1000)
-    ap.add_argument("--broadcasts", type=int, default=10, help="paced broadcasts (latency)")
-    ap.add_argument("--burst", type=int, default=None, help="burst broadcasts (default: by kind)")
-    ap.add_argument("--interval", type=int, default=100, help="ms between paced broadcasts")
-    ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--sources", type=int, default=8, help="client source addresses 127.0.0.x")
-    ap.add_argument("--settle", type=int, default=2000)
-    ap.add_argument("--bcast-timeout", type=int, default=60)
-    ap.add_argument("--max-seconds", type=int, default=1200)
-    ap.add_argument("--out", help="also append the JSON line to this file")
-    ap.add_argument("--quiet", action="store_true", help="don't echo the client's progress")
-    a = ap.parse_args(argv)
-    r = run_fanout(
-        a.server,
-        a.clients,
-        broadcasts=a.broadcasts,
-        burst=a.burst,
-        interval=a.interval,
-        concurrency=a.concurrency,
-        sources=a.sources,
-        settle=a.settle,
-        bcast_timeout=a.bcast_timeout,
-        max_seconds=a.max_seconds,
-        echo=not a.quiet,
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--clients", type=int, default=1000)
+        ap.add_argument("--broadcasts", type=int, default=10, help="paced broadcasts (latency)")
+        ap.add_argument(
+            "--burst", type=int, default=None, help="burst broadcasts (default: by kind)"
+        )
+        ap.add_argument("--interval", type=int, default=100, help="ms between paced broadcasts")
+        ap.add_argument("--concurrency", type=int, default=50)
+        ap.add_argument("--sources", type=int, default=8, help="client source addresses 127.0.0.x")
+        ap.add_argument("--settle", type=int, default=2000)
+        ap.add_argument("--bcast-timeout", type=int, default=60)
+        ap.add_argument("--max-seconds", type=int, default=1200)
+
+    return scenario_main(
+        argv,
+        __doc__,
+        ALL_KINDS,
+        options,
+        run_fanout,
+        out_help="also append the JSON line to this file",
+        quiet_help="don't echo the client's progress",
     )
-    emit(r, a.out)
-    return 0 if r["complete"] else 1
 
 
 if __name__ == "__main__":

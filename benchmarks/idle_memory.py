@@ -26,14 +26,14 @@ from typing import IO, Any
 
 from _common import (
     ALL_KINDS,
-    BENCH_DIR,
     Server,
     connection_count,
-    emit,
+    loadclient_command,
     machine_info,
     node_env,
     raise_nofile_limit,
     rss_kb,
+    scenario_main,
 )
 from _wsclient import open_subscribed
 
@@ -63,6 +63,13 @@ def _read_event(stream: IO[str], want: str, timeout: float) -> dict[str, Any]:
     return box[0]
 
 
+def _settled_usage(srv: Server, settle: float) -> tuple[int, int]:
+    """After ``settle`` seconds: the server's RSS (kB, over its process tree) and the
+    connections it holds on its port."""
+    time.sleep(settle)
+    return rss_kb(srv.pids()), connection_count(srv.port)
+
+
 def _wave(
     srv: Server,
     clients: int,
@@ -73,22 +80,14 @@ def _wave(
     echo: bool,
 ) -> dict[str, Any]:
     """Open ``clients`` idle subscribed connections, measure, close them all, measure again."""
-    cmd = [
-        "node",
-        "--max-old-space-size=4096",
-        str(BENCH_DIR / "loadclient.js"),
+    cmd = loadclient_command(
         "idle",
-        "--url",
-        srv.url,
-        "--mode",
-        srv.mode,
-        "--clients",
-        str(clients),
-        "--concurrency",
-        str(concurrency),
-        "--max-seconds",
-        str(max_seconds),
-    ]
+        url=srv.url,
+        mode=srv.mode,
+        clients=clients,
+        concurrency=concurrency,
+        max_seconds=max_seconds,
+    )
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
@@ -100,10 +99,7 @@ def _wave(
     assert proc.stdin is not None and proc.stdout is not None
     try:
         ready = _read_event(proc.stdout, "ready", max_seconds)
-        time.sleep(settle)
-        pids = srv.pids()
-        rss1 = rss_kb(pids)
-        conns1 = connection_count(srv.port)
+        rss1, conns1 = _settled_usage(srv, settle)
         proc.stdin.write("close\n")
         proc.stdin.flush()
         closed = _read_event(proc.stdout, "closed", 60)
@@ -111,10 +107,7 @@ def _wave(
         while time.monotonic() - t0 < 30 and connection_count(srv.port) > conns0:
             time.sleep(0.25)
         gone_s = round(time.monotonic() - t0, 2)
-        time.sleep(settle)
-        pids = srv.pids()
-        rss2 = rss_kb(pids)
-        conns2 = connection_count(srv.port)
+        rss2, conns2 = _settled_usage(srv, settle)
         proc.stdin.write("exit\n")
         proc.stdin.flush()
         proc.wait(15)
@@ -149,10 +142,7 @@ def run_idle_memory(
     with Server(kind) as srv:
         time.sleep(1)
         open_subscribed(srv.url, srv.mode == "raw", user="warm").close()
-        time.sleep(1.5)
-        pids = srv.pids()
-        rss0 = rss_kb(pids)
-        conns0 = connection_count(srv.port)
+        rss0, conns0 = _settled_usage(srv, 1.5)
         w1 = _wave(srv, clients, concurrency, settle, max_seconds, conns0, echo)
         # a second wave on the same server: memory the first one left behind should be reused
         w2 = (
@@ -218,27 +208,15 @@ def run_idle_memory(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--server", required=True, choices=ALL_KINDS)
-    ap.add_argument("--clients", type=int, default=10000)
-    ap.add_argument("--concurrency", type=int, default=100)
-    ap.add_argument("--settle", type=float, default=3.0)
-    ap.add_argument("--waves", type=int, default=2, help="connect/disconnect cycles (1 or 2)")
-    ap.add_argument("--max-seconds", type=int, default=600)
-    ap.add_argument("--out")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    r = run_idle_memory(
-        a.server,
-        a.clients,
-        concurrency=a.concurrency,
-        settle=a.settle,
-        max_seconds=a.max_seconds,
-        waves=a.waves,
-        echo=not a.quiet,
-    )
-    emit(r, a.out)
-    return 0 if r["complete"] else 1
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--clients", type=int, default=10000)
+        ap.add_argument("--concurrency", type=int, default=100)
+        ap.add_argument("--settle", type=float, default=3.0)
+        ap.add_argument("--waves", type=int, default=2, help="connect/disconnect cycles (1 or 2)")
+        ap.add_argument("--max-seconds", type=int, default=600)
+
+    return scenario_main(argv, __doc__, ALL_KINDS, options, run_idle_memory)
 
 
 if __name__ == "__main__":

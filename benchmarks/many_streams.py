@@ -21,16 +21,15 @@ import time
 from typing import Any
 
 from _common import (
-    BENCH_DIR,
     CABLECAR_KINDS,
-    CpuSnapshot,
     Server,
-    emit,
     last_json_line,
+    loadclient_command,
     machine_info,
     node_env,
     raise_nofile_limit,
-    run_streaming,
+    run_load_client,
+    scenario_main,
 )
 
 __all__ = ["STREAM_KINDS", "main", "run_many_streams"]
@@ -54,42 +53,24 @@ def run_many_streams(
     if kind not in STREAM_KINDS:
         raise ValueError(f"many_streams supports {', '.join(STREAM_KINDS)}, not {kind}")
     raise_nofile_limit()
-    snaps: dict[str, CpuSnapshot] = {}
     info = machine_info()
     with Server(kind, streams=True) as srv:
         time.sleep(1)
-        cmd = [
-            "node",
-            "--max-old-space-size=4096",
-            str(BENCH_DIR / "loadclient.js"),
+        cmd = loadclient_command(
             "streams",
-            "--url",
-            srv.url,
-            "--clients",
-            str(clients),
-            "--per-stream",
-            str(per_stream),
-            "--rounds",
-            str(rounds),
-            "--burst",
-            str(burst),
-            "--interval",
-            str(interval),
-            "--concurrency",
-            str(concurrency),
-            "--max-seconds",
-            str(max_seconds),
-        ]
-
-        def on_line(line: str) -> None:
-            if "] latency:" in line:
-                snaps["burst_start"] = CpuSnapshot(srv)
-            elif "] throughput:" in line:
-                snaps["burst_end"] = CpuSnapshot(srv)
-
-        out = run_streaming(
+            url=srv.url,
+            clients=clients,
+            per_stream=per_stream,
+            rounds=rounds,
+            burst=burst,
+            interval=interval,
+            concurrency=concurrency,
+            max_seconds=max_seconds,
+        )
+        out, snaps = run_load_client(
+            srv,
             cmd,
-            on_line,
+            {"] latency:": "burst_start", "] throughput:": "burst_end"},
             timeout=max_seconds + 60,
             env=node_env(),
             prefix=f"[streams {kind} N={clients}] " if echo else None,
@@ -150,31 +131,17 @@ def run_many_streams(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--server", required=True, choices=STREAM_KINDS)
-    ap.add_argument("--clients", type=int, default=5000)
-    ap.add_argument("--per-stream", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--burst", type=int, default=20)
-    ap.add_argument("--interval", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--max-seconds", type=int, default=900)
-    ap.add_argument("--out")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    r = run_many_streams(
-        a.server,
-        a.clients,
-        per_stream=a.per_stream,
-        rounds=a.rounds,
-        burst=a.burst,
-        interval=a.interval,
-        concurrency=a.concurrency,
-        max_seconds=a.max_seconds,
-        echo=not a.quiet,
-    )
-    emit(r, a.out)
-    return 0 if r["complete"] else 1
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--clients", type=int, default=5000)
+        ap.add_argument("--per-stream", type=int, default=5)
+        ap.add_argument("--rounds", type=int, default=10)
+        ap.add_argument("--burst", type=int, default=20)
+        ap.add_argument("--interval", type=int, default=100)
+        ap.add_argument("--concurrency", type=int, default=50)
+        ap.add_argument("--max-seconds", type=int, default=900)
+
+    return scenario_main(argv, __doc__, STREAM_KINDS, options, run_many_streams)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from _common import (
     CABLECAR_KINDS,
     CpuSnapshot,
     Server,
-    emit,
     machine_info,
     raise_nofile_limit,
+    scenario_main,
 )
 from _wsclient import WSClient, open_subscribed
 
@@ -174,27 +174,15 @@ def run_roundtrip(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--server", required=True, choices=ALL_KINDS)
-    ap.add_argument("--count", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--group", type=int, default=400, help="round trips back to back")
-    ap.add_argument("--pause", type=float, default=4.5, help="seconds between groups")
-    ap.add_argument("--interval", type=float, default=0.0, help="ms between starts (no groups)")
-    ap.add_argument("--out")
-    ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
-    r = run_roundtrip(
-        a.server,
-        count=a.count,
-        warmup=a.warmup,
-        group=a.group,
-        pause=a.pause,
-        interval=a.interval,
-        echo=not a.quiet,
-    )
-    emit(r, a.out)
-    return 0 if r["complete"] else 1
+
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--count", type=int, default=2000)
+        ap.add_argument("--warmup", type=int, default=200)
+        ap.add_argument("--group", type=int, default=400, help="round trips back to back")
+        ap.add_argument("--pause", type=float, default=4.5, help="seconds between groups")
+        ap.add_argument("--interval", type=float, default=0.0, help="ms between starts (no groups)")
+
+    return scenario_main(argv, __doc__, ALL_KINDS, options, run_roundtrip)
 
 
 if __name__ == "__main__":

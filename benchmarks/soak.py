@@ -42,9 +42,7 @@ import contextlib
 import json
 import os
 import random
-import resource
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -54,18 +52,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _common import REPO, event_loop_runner, free_port, raise_nofile_limit
 
-REPO = Path(__file__).resolve().parent.parent
 APP = "examples/conformance_app.py:cable"
 
 
 # -- the server -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -79,14 +71,6 @@ def rss_kib(pid: int) -> int:
 def health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
         return dict(json.loads(r.read()))
-
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def start_server(port: int, log: Path, history: bool = False) -> subprocess.Popen[bytes]:
@@ -445,22 +429,13 @@ async def resume(
         position = {stream: {"epoch": epoch, "offset": offset}}
         if new.restored:
             stats.restored += 1
-            new.send_json(
-                {
-                    "command": "history",
-                    "identifier": old.identifier,
-                    "history": {"streams": position},
-                }
-            )
+            command = "history"
         else:  # the session is gone: subscribe again, with the position
             stats.errors["not_restored"] += 1
-            new.send_json(
-                {
-                    "command": "subscribe",
-                    "identifier": old.identifier,
-                    "history": {"streams": position},
-                }
-            )
+            command = "subscribe"
+        new.send_json(
+            {"command": command, "identifier": old.identifier, "history": {"streams": position}}
+        )
         if await asyncio.wait_for(new.history, 30):
             stats.recovered += 1
         else:
@@ -578,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--duration must be within (0, 3600] seconds")
     if args.clients > 15_000:
         p.error("--clients is bounded to 15,000 (one loopback port range)")
-    limit = raise_nofile()
+    limit = raise_nofile_limit()
     if limit < args.clients + 100:
         p.error(f"open-file limit {limit} is below --clients")
     proc = None
@@ -587,13 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         args.port = free_port()
         proc = start_server(args.port, log, args.history)
     try:
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:
-            runner = asyncio.Runner()
-        with runner:
+        with event_loop_runner() as runner:
             report = runner.run(soak(args, proc.pid if proc else None))
     finally:
         if proc is not None:

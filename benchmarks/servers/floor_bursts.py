@@ -17,7 +17,7 @@ import asyncio
 from typing import Any
 
 import floor_streams
-from floor_streams import command_for
+from floor_streams import channel_ws
 
 __all__ = ["build"]
 
@@ -39,7 +39,7 @@ def build(floor: Any) -> type:
                 if done % per_tick == 0:
                     await asyncio.sleep(0)
 
-    class BurstWS(floor.WS):  # type: ignore[misc]
+    class BurstWS(channel_ws(floor, "BurstChannel")):  # type: ignore[misc]
         __slots__ = ("joined",)
 
         def connection_made(self, transport: Any) -> None:
@@ -53,20 +53,12 @@ def build(floor: Any) -> type:
                 if members is not None:
                     members.discard(self.t)
 
-        def on_message(self, payload: bytes) -> None:
-            parsed = command_for(floor, self.ac, payload, "BurstChannel")
-            if parsed is None:
-                super().on_message(payload)
-                return
-            m, ident, params = parsed
-            cmd = m.get("command")
+        def on_command(self, cmd: Any, m: Any, ident: str, params: Any) -> None:
             if cmd == "subscribe":
                 self.joined = [f"s{k}" for k in range(int(params.get("streams", 1)))]
                 for name in self.joined:
                     streams.setdefault(name, set()).add(self.t)
-                self.t.write(
-                    floor.frame(floor.dumps({"identifier": ident, "type": "confirm_subscription"}))
-                )
+                self.reply(ident, "confirm_subscription")
             elif cmd == "message":
                 data = floor.loads(m["data"])
                 if data.get("action") == "burst":

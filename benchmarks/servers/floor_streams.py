@@ -19,7 +19,7 @@ import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["command_for", "main"]
+__all__ = ["channel_ws", "command_for", "main"]
 
 
 def _load_floor(path: str) -> Any:
@@ -45,11 +45,36 @@ def command_for(floor: Any, ac: bool, payload: bytes, channel: str) -> Any:
     return (m, ident, params) if params.get("channel") == channel else None
 
 
+def channel_ws(floor: Any, channel: str) -> type:
+    """A protocol class: the floor's ``WS``, with every Action Cable command for ``channel``
+    passed to ``on_command`` (to override) and everything else handled by the floor."""
+
+    class ChannelWS(floor.WS):  # type: ignore[misc]
+        __slots__ = ()
+
+        def on_message(self, payload: bytes) -> None:
+            parsed = command_for(floor, self.ac, payload, channel)
+            if parsed is None:
+                super().on_message(payload)
+                return
+            m, ident, params = parsed
+            self.on_command(m.get("command"), m, ident, params)
+
+        def on_command(self, cmd: Any, m: Any, ident: str, params: Any) -> None:
+            """One command ``m`` (its ``cmd``) for ``channel`` on subscription ``ident``."""
+
+        def reply(self, ident: str, kind: str) -> None:
+            """Send ``{"identifier": ident, "type": kind}`` (confirm or reject) to this client."""
+            self.t.write(floor.frame(floor.dumps({"identifier": ident, "type": kind})))
+
+    return ChannelWS
+
+
 def build(floor: Any) -> type:
     """A protocol class: the floor's ``WS`` plus per-room streams."""
     rooms: dict[str, set[Any]] = {}
 
-    class StreamsWS(floor.WS):  # type: ignore[misc]
+    class StreamsWS(channel_ws(floor, "ChatChannel")):  # type: ignore[misc]
         __slots__ = ("joined", "user")
 
         def connection_made(self, transport: Any) -> None:
@@ -72,27 +97,15 @@ def build(floor: Any) -> type:
                 self.user = parse_qs(urlsplit(target[1]).query).get("user", [""])[0]
             super().handshake(head)
 
-        def on_message(self, payload: bytes) -> None:
-            parsed = command_for(floor, self.ac, payload, "ChatChannel")
-            if parsed is None:
-                super().on_message(payload)
-                return
-            m, ident, params = parsed
-            cmd = m.get("command")
+        def on_command(self, cmd: Any, m: Any, ident: str, params: Any) -> None:
             room = str(params.get("room") or "")
             if cmd == "subscribe":
                 if not room:
-                    self.t.write(
-                        floor.frame(
-                            floor.dumps({"identifier": ident, "type": "reject_subscription"})
-                        )
-                    )
+                    self.reply(ident, "reject_subscription")
                     return
                 self.joined[ident] = room
                 rooms.setdefault(room, set()).add(self.t)
-                self.t.write(
-                    floor.frame(floor.dumps({"identifier": ident, "type": "confirm_subscription"}))
-                )
+                self.reply(ident, "confirm_subscription")
             elif cmd == "unsubscribe":
                 r = self.joined.pop(ident, None)
                 if r is not None and r in rooms:
