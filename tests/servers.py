@@ -168,7 +168,8 @@ def _alive(pid: int) -> bool:
 def conformance_home(name: str) -> Path:
     """A working folder for one run of the shared suite (``CONFORMANCE_HOME``: run.sh
     copies the suite into it), so that several runs can go at once. The npm packages
-    are installed once, beside it, and shared through a ``node_modules`` link."""
+    are installed once, beside it, and shared through a ``node_modules`` link: make
+    every run's folder before starting any of them."""
     base = Path.home() / ".cache" / "cablecar-conformance"
     modules = base / "node_modules"
     wanted = ("@rails/actioncable", "@anycable/core", "ws")
@@ -188,13 +189,13 @@ def conformance_home(name: str) -> Path:
 
 
 def run_conformance_suite(
-    server: ServerProcess, control: str, tmp_path: Path, *extra: str, name: str
+    server: ServerProcess, control: str, tmp_path: Path, *extra: str, home: Path
 ) -> None:
     """Run the shared conformance suite against ``server`` (started) and assert it ends
     with 'N passed, 0 failed'; ``server`` is stopped after. Its restart test stops and
     starts the server with ``python -m <control> stop PIDFILE`` and ``python -m <control>
     start PORT PIDFILE *extra`` (``tests.servers`` or ``tests.asgi_servers``), in the
-    server's environment. ``name`` picks the run's own working folder."""
+    server's environment. ``home``: the run's working folder (:func:`conformance_home`)."""
     assert server.proc is not None
     pidfile = tmp_path / "server.pid"
     pidfile.write_text(str(server.proc.pid))
@@ -205,7 +206,7 @@ def run_conformance_suite(
         **(server.env or {}),
         "CABLE_STOP_CMD": f"{ctl} stop {shlex.quote(str(pidfile))}",
         "CABLE_START_CMD": f"{ctl} start {start}",
-        "CONFORMANCE_HOME": str(conformance_home(name)),
+        "CONFORMANCE_HOME": str(home),
     }
     try:
         result = subprocess.run(

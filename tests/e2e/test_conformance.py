@@ -15,7 +15,13 @@ import pytest
 
 from ..asgi_servers import ASGIProcess
 from ..conftest import free_port
-from ..servers import CONFORMANCE, CablecarProcess, ServerProcess, run_conformance_suite
+from ..servers import (
+    CONFORMANCE,
+    CablecarProcess,
+    ServerProcess,
+    conformance_home,
+    run_conformance_suite,
+)
 
 pytestmark = [
     pytest.mark.node,
@@ -50,12 +56,16 @@ RUNS: dict[str, tuple[Callable[[int, Path], ServerProcess], str, tuple[str, ...]
 @pytest.fixture(scope="module")
 def conformance_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseException | None]:
     """Every run, started together; what each raised (``None``: it passed)."""
+    # Made here, before the threads: npm installs once, and pytest's temporary folders
+    # are not made safely from several threads at once.
+    homes = {name: conformance_home(name) for name in RUNS}
+    tmps = {name: tmp_path_factory.mktemp(name) for name in RUNS}
 
     def run(name: str) -> None:
         make, control, extra = RUNS[name]
-        tmp = tmp_path_factory.mktemp(name)
+        tmp = tmps[name]
         server = make(free_port(), tmp / "server.log").start()
-        run_conformance_suite(server, control, tmp, *extra, name=name)
+        run_conformance_suite(server, control, tmp, *extra, home=homes[name])
 
     with ThreadPoolExecutor(len(RUNS)) as pool:
         futures = {name: pool.submit(run, name) for name in RUNS}
