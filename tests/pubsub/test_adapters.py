@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 
 import pytest
@@ -75,6 +76,45 @@ def test_bad_urls_are_configuration_errors(url: str) -> None:
     """Unknown schemes and malformed pub/sub URLs raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         adapter_from_url(url)
+
+
+# -- settings -----------------------------------------------------------------------------
+
+SETTINGS = {
+    "redis://user:secret@127.0.0.1:6379/0": {
+        "health_check_interval": 5.0,
+        "reconnect_delay": 0.1,
+        "max_reconnect_delay": 5.0,
+    },
+    "postgresql://user:secret@127.0.0.1/db": {
+        "health_check_interval": 15.0,
+        "reconnect_delay": 0.1,
+        "max_reconnect_delay": 5.0,
+        "retention": 60.0,
+    },
+    "nats://user:secret@127.0.0.1:4222": {"reconnect_time_wait": 0.5, "ping_interval": 10.0},
+}
+
+
+@pytest.mark.parametrize("url", sorted(SETTINGS))
+def test_adapter_settings_are_its_constructor_arguments(url: str) -> None:
+    """Each adapter takes ``url`` and ``channel_prefix`` by position and its other
+    settings by keyword only, with their documented defaults, and keeps them as
+    attributes; adapters compare by identity and their repr never shows a password."""
+    adapter = adapter_from_url(url, channel_prefix="app")
+    params = list(inspect.signature(type(adapter)).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in params] == [
+        ("url", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("channel_prefix", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+        ("connect_timeout", inspect.Parameter.KEYWORD_ONLY, 2.0),
+        ("publish_timeout", inspect.Parameter.KEYWORD_ONLY, 5.0),
+        *((name, inspect.Parameter.KEYWORD_ONLY, value) for name, value in SETTINGS[url].items()),
+    ]
+    assert (adapter.url, adapter.channel_prefix) == (url, "app")
+    custom = type(adapter)(url, publish_timeout=1.5)
+    assert custom.publish_timeout == 1.5
+    assert custom != type(adapter)(url, publish_timeout=1.5)
+    assert "secret" not in repr(adapter) and type(adapter).__name__ in repr(adapter)
 
 
 # -- services -----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""What every network adapter shares: the listener's reconnect loop, its log lines,
-backoff, the guarded handler call and the stream-name prefix; and, for the adapters
-that run that loop (Redis, PostgreSQL), ``ListeningAdapter``: the wanted channels, the
-subscribes waiting for them, delivery to the cable, ``start`` and ``close``.
+"""What every network adapter shares: ``BrokerAdapter``, its settings (each declared
+once: the URL, the channel prefix, the connect and publish timeouts) and what follows
+from them (the redacted URL, the stream-name prefix, the guarded delivery to the
+cable); the listener's reconnect loop, its log lines and backoff; and, for the adapters
+that run that loop (Redis, PostgreSQL), ``ListeningAdapter``: its settings, the wanted
+channels, the subscribes waiting for them, ``start`` and ``close``.
 
 Invariants:
 
@@ -29,13 +31,15 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import ClassVar, Generic, TypeVar
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .._urls import redact_url
 from ..errors import AdapterError
 from .base import MessageHandler
 
 __all__ = [
+    "BrokerAdapter",
     "Listener",
     "ListeningAdapter",
     "StallWatch",
@@ -65,45 +69,55 @@ def safe_deliver(
         logger.exception("message handler failed for stream %r", stream)
 
 
-class Listener(Generic[C]):
-    """The reconnect loop of one adapter (see the module docstring).
+@dataclass(eq=False, repr=False)
+class BrokerAdapter:
+    """The settings every network adapter takes (each declared here once) and what
+    follows from them. Subclasses are dataclasses too (``eq=False``: adapters compare
+    and hash by identity), set ``service`` (its name in log lines and errors) and
+    ``_logger``, and extend ``__post_init__`` (calling this one first).
 
-    Args:
-        service: the service's name in log lines (``"Redis"``).
-        url: its URL (credentials are removed before logging).
-        logger: the adapter's logger.
-        connect: open a listening connection (raises one of ``errors`` when it cannot).
-        serve: resubscribe on the connection, call ``ready(streams)`` once that is done,
-            then listen until the connection fails (by raising).
-        discard: close a connection that failed (never raises).
-        errors: the exception types that mean "the service is unreachable".
-        describe: how an error reads in a log line.
+    Its ``repr`` shows the class and the URL without its password.
     """
 
-    def __init__(
-        self,
-        service: str,
-        url: str,
-        logger: logging.Logger,
-        *,
-        connect: Callable[[], Awaitable[C]],
-        serve: Callable[[C, Callable[[int], None]], Awaitable[None]],
-        discard: Callable[[C], Awaitable[None]],
-        errors: tuple[type[BaseException], ...],
-        reconnect_delay: float = 0.1,
-        max_reconnect_delay: float = 5.0,
-        describe: Callable[[BaseException], str] = str,
-    ) -> None:
-        self.service = service
-        self.where = redact_url(url)
-        self.logger = logger
-        self._connect = connect
-        self._serve = serve
-        self._discard = discard
-        self._errors = errors
-        self._delay = reconnect_delay
-        self._max_delay = max_reconnect_delay
-        self._describe = describe
+    service: ClassVar[str]
+    _logger: ClassVar[logging.Logger]
+
+    url: str
+    channel_prefix: str | None = None
+    _: KW_ONLY
+    connect_timeout: float = 2.0
+    publish_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        self._where = redact_url(self.url)
+        self._prefix = prefix_for(self.channel_prefix)
+        self._on_message: MessageHandler | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._where}>"
+
+    def _check_open(self) -> None:
+        """Raise :class:`~cablecar.errors.AdapterError` once the adapter is closed."""
+        if self._closed:
+            raise AdapterError(f"the {self.service} adapter is closed")
+
+    def _deliver(self, stream: str, payload: bytes) -> None:
+        """Hand a message on ``stream`` to the cable (see :func:`safe_deliver`)."""
+        safe_deliver(self._on_message, stream, payload, self._logger)
+
+
+class Listener(Generic[C]):
+    """The reconnect loop of one adapter (see the module docstring). Everything it needs
+    comes from the adapter: its ``service`` name, logger and redacted URL for log lines;
+    ``_connect_listener`` (raises one of ``_errors`` when the service is unreachable),
+    ``_serve`` (resubscribe, call ``ready(streams)``, listen until the connection fails,
+    by raising) and ``_discard`` (close a failed connection, never raises); how an error
+    reads (``_describe``); and the backoff (``reconnect_delay``, ``max_reconnect_delay``).
+    """
+
+    def __init__(self, adapter: ListeningAdapter[Any, C]) -> None:
+        self._adapter = adapter
         self._task: asyncio.Task[None] | None = None
         self.first_attempt: asyncio.Future[None] | None = None
         self._attempt = 0
@@ -138,25 +152,26 @@ class Listener(Generic[C]):
 
     def backoff(self, attempt: int) -> float:
         """Seconds before reconnect attempt ``attempt``: exponential with jitter."""
-        delay = min(self._max_delay, self._delay * 2.0**attempt)
+        adapter = self._adapter
+        delay = min(adapter.max_reconnect_delay, adapter.reconnect_delay * 2.0**attempt)
         return delay / 2 + random.uniform(0, delay / 2)
 
     def _ready(self, streams: int) -> None:
-        log = self.logger
+        log, service, where = self._adapter._logger, self._adapter.service, self._adapter._where
         self.connected = True
         if self._down_since is not None and self._ever_connected:
             self.reconnects += 1
             log.info(
                 "reconnected to %s at %s after %.1f s; %d streams resubscribed",
-                self.service,
-                self.where,
+                service,
+                where,
                 time.monotonic() - self._down_since,
                 streams,
             )
         elif self._down_since is not None:
-            log.info("connected to %s at %s", self.service, self.where)
+            log.info("connected to %s at %s", service, where)
         else:
-            log.debug("listening on %s at %s", self.service, self.where)
+            log.debug("listening on %s at %s", service, where)
         self._down_since = None
         self._attempt = 0
         self._ever_connected = True
@@ -164,46 +179,48 @@ class Listener(Generic[C]):
 
     def _failed(self, exc: BaseException, *, connecting: bool) -> None:
         self.connected = False
-        log = self.logger
-        if not connecting and not isinstance(exc, self._errors):
-            log.error("%s listener failed", self.service, exc_info=exc)
-        text = self._describe(exc)
+        adapter = self._adapter
+        log, service, where = adapter._logger, adapter.service, adapter._where
+        if not connecting and not isinstance(exc, adapter._errors):
+            log.error("%s listener failed", service, exc_info=exc)
+        text = adapter._describe(exc)
         if self._down_since is not None:
             verb = "still unreachable" if connecting else "dropped the connection again"
-            log.debug("%s at %s %s: %s", self.service, self.where, verb, text)
+            log.debug("%s at %s %s: %s", service, where, verb, text)
             return
         self._down_since = time.monotonic()
         if connecting:
             log.warning(
                 "cannot reach %s at %s (%s); retrying in the background, "
                 "subscriptions wait until it is up",
-                self.service,
-                self.where,
+                service,
+                where,
                 text,
             )
         else:
             log.warning(
                 "lost connection to %s at %s (%s); reconnecting. Messages published "
                 "until the listener is back are lost",
-                self.service,
-                self.where,
+                service,
+                where,
                 text,
             )
 
     async def run(self) -> None:
+        adapter = self._adapter
         try:
             while True:
                 try:
-                    conn = await self._connect()
-                except self._errors as exc:
+                    conn = await adapter._connect_listener()
+                except adapter._errors as exc:
                     self._failed(exc, connecting=True)
                 else:
                     try:
-                        await self._serve(conn, self._ready)
+                        await adapter._serve(conn, self._ready)
                     except Exception as exc:
                         self._failed(exc, connecting=False)
                     finally:
-                        await self._discard(conn)
+                        await adapter._discard(conn)
                 self._first_attempt_done()
                 await asyncio.sleep(self.backoff(self._attempt))
                 self._attempt += 1
@@ -211,10 +228,11 @@ class Listener(Generic[C]):
             self._first_attempt_done()
 
 
-class ListeningAdapter(abc.ABC, Generic[K, C]):
+@dataclass(eq=False, repr=False, kw_only=True)
+class ListeningAdapter(BrokerAdapter, abc.ABC, Generic[K, C]):
     """The part of an adapter around its :class:`Listener` (connections of type ``C``):
-    which service channels (keys of type ``K``) are wanted, for which stream, and the
-    subscribes waiting for their channel to go live.
+    the listener's settings, which service channels (keys of type ``K``) are wanted,
+    for which stream, and the subscribes waiting for their channel to go live.
 
     Invariants:
 
@@ -224,44 +242,26 @@ class ListeningAdapter(abc.ABC, Generic[K, C]):
        channel (``_resolve``), the channel is no longer wanted (``_forget``), or the
        adapter closes (``AdapterError``).
 
-    Subclasses set ``service`` (its name in log lines and errors) and provide the
+    Subclasses set ``service``, ``_logger`` and ``_errors`` (the exception types that
+    mean "the service is unreachable"), may override ``_describe``, and provide the
     listener's three steps: ``_connect_listener``, ``_serve`` and ``_discard``.
     """
 
-    service: ClassVar[str]
+    _errors: ClassVar[tuple[type[BaseException], ...]]
 
-    def __init__(
-        self,
-        url: str,
-        channel_prefix: str | None,
-        logger: logging.Logger,
-        *,
-        publish_timeout: float,
-        reconnect_delay: float,
-        max_reconnect_delay: float,
-        errors: tuple[type[BaseException], ...],
-        describe: Callable[[BaseException], str] = str,
-    ) -> None:
-        self.url = url
-        self._where = redact_url(url)
-        self._prefix = prefix_for(channel_prefix)
-        self._publish_timeout = publish_timeout
-        self._on_message: MessageHandler | None = None
+    health_check_interval: float = 5.0
+    reconnect_delay: float = 0.1
+    max_reconnect_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._channels: dict[K, str] = {}
         self._waiters: dict[K, list[asyncio.Future[None]]] = {}
-        self._closed = False
-        self._listener: Listener[C] = Listener(
-            self.service,
-            url,
-            logger,
-            connect=self._connect_listener,
-            serve=self._serve,
-            discard=self._discard,
-            errors=errors,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-            describe=describe,
-        )
+        self._listener: Listener[C] = Listener(self)
+
+    def _describe(self, exc: BaseException) -> str:
+        """How an error reads in a log line."""
+        return str(exc)
 
     @abc.abstractmethod
     async def _connect_listener(self) -> C:
@@ -312,11 +312,6 @@ class ListeningAdapter(abc.ABC, Generic[K, C]):
         """Times the listener came back after losing the service."""
         return self._listener.reconnects
 
-    def _check_open(self) -> None:
-        """Raise :class:`~cablecar.errors.AdapterError` once the adapter is closed."""
-        if self._closed:
-            raise AdapterError(f"the {self.service} adapter is closed")
-
     def _ensure_listener(self) -> None:
         self._check_open()
         self._listener.start(f"cablecar-{self.service.lower()}-listener")
@@ -345,10 +340,6 @@ class ListeningAdapter(abc.ABC, Generic[K, C]):
             return False
         self._resolve(channel)
         return True
-
-    def _deliver(self, stream: str, payload: bytes) -> None:
-        """Hand a message on ``stream`` to the cable (see :func:`safe_deliver`)."""
-        safe_deliver(self._on_message, stream, payload, self._listener.logger)
 
 
 class StallWatch:
@@ -400,9 +391,3 @@ class StallWatch:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-
-
-def describe_first_line(exc: BaseException) -> str:
-    """The first line of an error's text (drivers put hints on the next lines)."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +49,7 @@ from nats.errors import ConnectionClosedError, MaxPayloadError, NoServersError, 
 from nats.errors import Error as NatsError
 
 from ..errors import AdapterError, ConfigurationError, PublishTimeout
-from ._listener import StallWatch, prefix_for, redact_url, safe_deliver
+from ._listener import BrokerAdapter, StallWatch
 from .base import MessageHandler
 
 __all__ = ["NatsPubSub", "subject_for"]
@@ -101,7 +102,8 @@ def _valid_server(url: str) -> bool:
     return parts.scheme in ("nats", "tls") and bool(parts.hostname)
 
 
-class NatsPubSub:
+@dataclass(eq=False, repr=False, kw_only=True)
+class NatsPubSub(BrokerAdapter):
     """NATS core publish/subscribe.
 
     Args:
@@ -122,28 +124,19 @@ class NatsPubSub:
     replayed. The largest payload is the server's ``max_payload`` (1 MiB by default).
     """
 
-    def __init__(
-        self,
-        url: str,
-        channel_prefix: str | None = None,
-        *,
-        connect_timeout: float = 2.0,
-        publish_timeout: float = 5.0,
-        reconnect_time_wait: float = 0.5,
-        ping_interval: float = 10.0,
-    ) -> None:
-        servers = [s.strip() for s in url.split(",") if s.strip()]
+    service = "NATS"
+    _logger = logger
+
+    reconnect_time_wait: float = 0.5
+    ping_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        servers = [s.strip() for s in self.url.split(",") if s.strip()]
         if not servers or not all(_valid_server(s) for s in servers):
-            raise ConfigurationError(f"bad NATS URL {redact_url(url)!r}: expected nats://host:port")
-        self.url = url
+            raise ConfigurationError(f"bad NATS URL {self._where!r}: expected nats://host:port")
         self._servers = servers
-        self._where = redact_url(url).replace(",", ", ")
-        self._prefix = prefix_for(channel_prefix)
-        self._connect_timeout = connect_timeout
-        self._publish_timeout = publish_timeout
-        self._reconnect_time_wait = reconnect_time_wait
-        self._ping_interval = ping_interval
-        self._on_message: MessageHandler | None = None
+        self._where = self._where.replace(",", ", ")
         self._nc: Client | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -154,8 +147,7 @@ class NatsPubSub:
         self._down_since: float | None = None
         self._ever_connected = False
         self._reconnects = 0
-        self._closed = False
-        self._stall = StallWatch(logger, "NATS", self._where)
+        self._stall = StallWatch(logger, self.service, self._where)
 
     # -- the adapter contract ----------------------------------------------------------
 
@@ -169,7 +161,7 @@ class NatsPubSub:
         task = self._ensure_connecting()
         attempted = asyncio.ensure_future(self._first_attempt.wait())
         await asyncio.wait(
-            [task, attempted], timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            [task, attempted], timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
         )
         attempted.cancel()
 
@@ -217,13 +209,13 @@ class NatsPubSub:
         """
         task = self._ensure_connecting()
         if not task.done():
-            await asyncio.wait([task], timeout=self._publish_timeout)
+            await asyncio.wait([task], timeout=self.publish_timeout)
         nc = self._nc
         if nc is None or not task.done() or not nc.is_connected:
             raise AdapterError(f"NATS at {self._where} is unreachable; message not published")
         written = False
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            async with asyncio.timeout(self.publish_timeout):
                 await nc.publish(subject_for(self._prefix + stream), payload)
                 written = True
                 if not await self._flush(nc, 1):
@@ -245,7 +237,7 @@ class NatsPubSub:
                 self._stall.mark(lambda: self._flush(nc, 1))
                 raise PublishTimeout(
                     f"NATS at {self._where} did not confirm the publish within "
-                    f"{self._publish_timeout}s: the outcome is unknown (it may still be "
+                    f"{self.publish_timeout}s: the outcome is unknown (it may still be "
                     "delivered)"
                 ) from exc
             raise AdapterError(f"publish to NATS at {self._where} failed: {detail}") from exc
@@ -275,8 +267,7 @@ class NatsPubSub:
     # -- connection --------------------------------------------------------------------
 
     def _ensure_connecting(self) -> asyncio.Task[None]:
-        if self._closed:
-            raise AdapterError("the NATS adapter is closed")
+        self._check_open()
         if self._connecting is None:
             self._nc = Client()
             self._connecting = asyncio.get_running_loop().create_task(
@@ -287,9 +278,9 @@ class NatsPubSub:
     async def _connect(self, nc: Client) -> None:
         # nats-py annotates these seconds as int but uses them as floats.
         seconds: dict[str, Any] = {
-            "connect_timeout": self._connect_timeout,
-            "reconnect_time_wait": self._reconnect_time_wait,
-            "ping_interval": self._ping_interval,
+            "connect_timeout": self.connect_timeout,
+            "reconnect_time_wait": self.reconnect_time_wait,
+            "ping_interval": self.ping_interval,
         }
         await nc.connect(
             servers=self._servers,
@@ -434,6 +425,3 @@ class NatsPubSub:
             logger.error(
                 "the NATS connection to %s closed for good; no more reconnects", self._where
             )
-
-    def _deliver(self, stream: str, payload: bytes) -> None:
-        safe_deliver(self._on_message, stream, payload, logger)

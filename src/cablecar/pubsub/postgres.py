@@ -52,6 +52,7 @@ import select
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -132,6 +133,7 @@ def _oneline(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
     """PostgreSQL LISTEN/NOTIFY, with names over 63 bytes and payloads over 8000 bytes.
 
@@ -155,43 +157,24 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
     """
 
     service = "PostgreSQL"
+    _logger = logger
+    _errors = _ERRORS
 
-    def __init__(
-        self,
-        url: str,
-        channel_prefix: str | None = None,
-        *,
-        connect_timeout: float = 2.0,
-        publish_timeout: float = 5.0,
-        health_check_interval: float = 15.0,
-        reconnect_delay: float = 0.1,
-        max_reconnect_delay: float = 5.0,
-        retention: float = 60.0,
-    ) -> None:
-        super().__init__(
-            url,
-            channel_prefix,
-            logger,
-            publish_timeout=publish_timeout,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-            errors=_ERRORS,
-            describe=_oneline,
-        )
+    health_check_interval: float = 15.0
+    retention: float = 60.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         try:
-            conninfo_to_dict(url)
+            conninfo_to_dict(self.url)
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(f"bad PostgreSQL URL {self._where!r}: {exc}") from None
-        self._url = url
         self._connect_options: dict[str, Any] = {
             "autocommit": True,
-            "connect_timeout": max(2, round(connect_timeout)),
+            "connect_timeout": max(2, round(self.connect_timeout)),
             "client_encoding": "utf8",
             "application_name": "cablecar",
         }
-        self._health_check_interval = health_check_interval
-        self._retention = retention
-
         self._listening: set[str] = set()  # LISTENed on the current listener connection
         self._changed: set[str] = set()  # channels to reconcile on the next pass
         self._wake = asyncio.Event()
@@ -202,7 +185,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
         self._aux_lock = asyncio.Lock()
         self._table_ready = False
         self._last_cleanup = float("-inf")
-        self._stall = StallWatch(logger, "PostgreSQL", self._where)
+        self._stall = StallWatch(logger, self.service, self._where)
         self._cleanups: set[asyncio.Future[None]] = set()  # abandoned statements
 
     # -- the adapter contract (start and close: ListeningAdapter) ---------------------
@@ -242,9 +225,9 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
         text = _inline_text(payload)
         conn: psycopg.AsyncConnection[Any] | None = None
         sending = False
-        deadline = time.monotonic() + self._publish_timeout
+        deadline = time.monotonic() + self.publish_timeout
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            async with asyncio.timeout(self.publish_timeout):
                 conn = await self._aux_connection()
             sending = True
             work: Coroutine[Any, Any, object] = (
@@ -272,7 +255,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
                 self._stall.mark(self._probe)
                 raise PublishTimeout(
                     f"PostgreSQL at {self._where} did not confirm the publish within "
-                    f"{self._publish_timeout}s: the outcome is unknown (it may still be "
+                    f"{self.publish_timeout}s: the outcome is unknown (it may still be "
                     "delivered)"
                 ) from exc
             raise AdapterError(
@@ -334,13 +317,13 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             self._table_ready = True
         await conn.execute(_INSERT_AND_NOTIFY, (channel, payload, channel, _MARKER))
         now = time.monotonic()
-        if now - self._last_cleanup >= self._retention / 2:
+        if now - self._last_cleanup >= self.retention / 2:
             self._last_cleanup = now
-            await conn.execute(_CLEANUP, (self._retention,))
+            await conn.execute(_CLEANUP, (self.retention,))
 
     async def _fetch(self, row_id: int) -> bytes | None:
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            async with asyncio.timeout(self.publish_timeout):
                 conn = await self._aux_connection()
                 cursor = await conn.execute(_FETCH, (row_id,), binary=True)
                 row = await cursor.fetchone()
@@ -353,7 +336,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             logger.warning(
                 "large message %d expired before it was fetched (retention %g s); dropped",
                 row_id,
-                self._retention,
+                self.retention,
             )
             return None
         return bytes(row[0])
@@ -376,7 +359,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
 
     async def _new_connection(self) -> psycopg.AsyncConnection[Any]:
         """A new connection to PostgreSQL: the listener's, or the auxiliary one."""
-        return await psycopg.AsyncConnection.connect(self._url, **self._connect_options)
+        return await psycopg.AsyncConnection.connect(self.url, **self._connect_options)
 
     _connect_listener = _new_connection
 
@@ -390,6 +373,9 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             await self._listen(conn)
         finally:
             self._listening.clear()
+
+    def _describe(self, exc: BaseException) -> str:
+        return _oneline(exc)
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
@@ -434,7 +420,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             waker = loop.create_task(self._wake.wait())
             done, _ = await asyncio.wait(
                 [reader, waker],
-                timeout=self._health_check_interval,
+                timeout=self.health_check_interval,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             for task in (reader, waker):
@@ -444,7 +430,7 @@ class PostgresPubSub(ListeningAdapter[str, psycopg.AsyncConnection[Any]]):
             if failure is not None:
                 raise failure
             if not done:  # silence: make sure the connection is alive
-                async with asyncio.timeout(self._health_check_interval):
+                async with asyncio.timeout(self.health_check_interval):
                     await conn.execute("SELECT 1")
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:

@@ -38,6 +38,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
@@ -105,7 +106,7 @@ class _Silence:
 
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.adapter._health_check_interval, self._check)
+        self.timer = loop.call_later(self.adapter.health_check_interval, self._check)
 
     def _check(self) -> None:
         link = self.link
@@ -127,6 +128,7 @@ class _Silence:
             self.timer = None
 
 
+@dataclass(eq=False, repr=False)
 class RedisPubSub(ListeningAdapter[bytes, Any]):
     """Redis PUBLISH/SUBSCRIBE.
 
@@ -159,28 +161,13 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
     """
 
     service = "Redis"
+    _logger = logger
+    _errors = _ERRORS
 
-    def __init__(
-        self,
-        url: str,
-        channel_prefix: str | None = None,
-        *,
-        connect_timeout: float = 2.0,
-        publish_timeout: float = 5.0,
-        health_check_interval: float = 5.0,
-        reconnect_delay: float = 0.1,
-        max_reconnect_delay: float = 5.0,
-    ) -> None:
-        super().__init__(
-            url,
-            channel_prefix,
-            logger,
-            publish_timeout=publish_timeout,
-            reconnect_delay=reconnect_delay,
-            max_reconnect_delay=max_reconnect_delay,
-            errors=_ERRORS,
-        )
-        self._health_check_interval = health_check_interval
+    # The settings and their defaults: ListeningAdapter's.
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         # The pool is only a factory of connections configured from the URL; this
         # adapter owns its two connections. No retries inside redis-py: a retried
         # PUBLISH could be delivered twice, and the listener has its own reconnect loop.
@@ -188,9 +175,9 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
         # (redis-py >= 8 speaks RESP3 by default and would route them elsewhere).
         try:
             self._factory: ConnectionPool = ConnectionPool.from_url(
-                url,
+                self.url,
                 protocol=2,
-                socket_connect_timeout=connect_timeout,
+                socket_connect_timeout=self.connect_timeout,
                 # No per-read timeout inside redis-py (it costs a timer per reply): a
                 # batch of publishes has one deadline (_write), the listener a watchdog.
                 socket_timeout=None,
@@ -284,7 +271,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
                 if not batch:
                     continue
                 try:
-                    async with asyncio.timeout_at(batch[0][3] + self._publish_timeout):
+                    async with asyncio.timeout_at(batch[0][3] + self.publish_timeout):
                         await self._send_batch(batch)
                 except TimeoutError:
                     await self._timed_out(batch)
@@ -308,7 +295,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
             await self._drop_publisher(conn)
         error = PublishTimeout(
             f"publish to Redis at {self._where}: no answer within "
-            f"{self._publish_timeout:g} s; the outcome is unknown (Redis may still "
+            f"{self.publish_timeout:g} s; the outcome is unknown (Redis may still "
             "deliver it, so a retry may deliver it twice)"
         )
         _fail(batch, error)
@@ -418,7 +405,7 @@ class RedisPubSub(ListeningAdapter[bytes, Any]):
                 except asyncio.CancelledError:
                     if watch.dead and reader.uncancel() == 0:
                         raise RedisConnectionError(
-                            f"no answer to PING within {self._health_check_interval:g} s"
+                            f"no answer to PING within {self.health_check_interval:g} s"
                         ) from None
                     raise
                 link.reads += 1
