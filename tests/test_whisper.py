@@ -46,3 +46,21 @@ async def test_whisper_reaches_the_others_but_not_the_sender(
         frame = await ws.recv_data()
         assert frame["message"] == {"event": "stored"} and frame["offset"] == 1
     assert await a.quiet(0.2) == [] and await b.quiet(0.05) == []
+
+
+class RoomTypingChannel(Channel):
+    async def subscribed(self) -> None:
+        self.stream_for(self.params["room"], whisper=True)
+
+
+async def test_stream_for_passes_whisper_on(cablecar_server: Any, ws_connect: ConnectWS) -> None:
+    """``stream_for(model, whisper=True)`` makes the model's stream the whisper stream, as
+    ``stream_from(name, whisper=True)`` does: B receives A's whisper."""
+    cable = Cable(Connection, [RoomTypingChannel], history=True)
+    server = await cablecar_server(cable)
+    ident = '{"channel":"RoomTypingChannel","room":"7"}'
+    a, b = [(await ext_connect(ws_connect, server.url))[0] for _ in range(2)]
+    for ws in (a, b):
+        assert (await ws.subscribe(ident))["type"] == "confirm_subscription"
+    await a.send({"command": "whisper", "identifier": ident, "data": {"event": "typing"}})
+    assert await b.recv_data() == {"identifier": ident, "message": {"event": "typing"}}

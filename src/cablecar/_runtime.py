@@ -67,19 +67,17 @@ class Runtime:
     def __init__(
         self,
         cable: Cable,
-        config: CableConfig,
         registry: ChannelRegistry,
-        connection_class: type[Connection],
         adapter: PubSub,
-        error_hooks: list[ErrorHook],
         store: HistoryStore | None = None,
     ) -> None:
         self.cable = cable
-        self.config = config
+        # What the cable was configured with (fixed while it runs).
+        self.config: CableConfig = cable.config
+        self.connection_class: type[Connection] = cable.connection_class
+        self.error_hooks: list[ErrorHook] = cable.error_hooks
         self.registry = registry
-        self.connection_class = connection_class
         self.adapter = adapter
-        self.error_hooks = error_hooks
         #: Stream history and resumable sessions (``history=True``), else ``None``.
         self.store = store
         self._dirty: dict[Session, bytes | None] = {}
@@ -90,7 +88,7 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
         self.pool = ThreadPoolExecutor(
-            config.worker_pool_size, thread_name_prefix=WORKER_THREAD_PREFIX
+            self.config.worker_pool_size, thread_name_prefix=WORKER_THREAD_PREFIX
         )
         self.hub = Hub(adapter)
         self.sessions: dict[Session, None] = {}

@@ -326,15 +326,7 @@ class Cable:
                 return
             if self._state is CableState.STOPPING:
                 raise RuntimeError("the cable is stopping")
-            runtime = Runtime(
-                self,
-                self.config,
-                self._registry,
-                self.connection_class,
-                self._pubsub,
-                self.error_hooks,
-                self._store,
-            )
+            runtime = Runtime(self, self._registry, self._pubsub, self._store)
             try:
                 await runtime.start()
             except BaseException:

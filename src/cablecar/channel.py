@@ -27,7 +27,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar, Unpack
 
 from . import _json
 from ._naming import broadcasting_for, channel_name_for
@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 __all__ = [
-    "Action",
     "Channel",
     "ChannelSpec",
+    "StreamOptions",
     "after_subscribe",
     "after_unsubscribe",
     "before_subscribe",
@@ -59,6 +59,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: A per-subscription transform for ``stream_from(name, callback=...)``: called with the
 #: decoded message; whatever it returns (unless ``None``) is transmitted.
 StreamCallback = Callable[[Any], Any]
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keywords of :meth:`Channel.stream_from` that :meth:`Channel.stream_for` passes on."""
+
+    whisper: bool
+    presence: bool
+
 
 _HOOK = "__cablecar_hook__"
 _TIMER = "__cablecar_every__"
@@ -125,25 +133,18 @@ def rescue_from(*exc_types: type[BaseException]) -> Callable[[F], F]:
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
-    """An action clients may perform: a public method of the user's channel class."""
-
-    name: str
-    takes_data: bool
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelSpec:
     """What a channel class declares, collected once when the class is defined.
 
     Attributes:
-        actions: public methods clients may perform, by name.
+        actions: public methods clients may perform: name → whether the method takes
+            the command's data (a positional parameter after ``self``).
         hooks: ``before_subscribe``... → method names, base classes' first.
         timers: ``periodically`` methods and their periods.
         rescuers: ``rescue_from`` exception types and their handler names.
     """
 
-    actions: dict[str, Action]
+    actions: dict[str, bool]
     hooks: dict[str, tuple[str, ...]]
     timers: tuple[tuple[str, float], ...]
     rescuers: tuple[tuple[tuple[type[BaseException], ...], str], ...]
@@ -164,7 +165,7 @@ def _takes_data(fn: Callable[..., Any]) -> bool:
 
 def _collect(cls: type[Channel]) -> ChannelSpec:
     base_names = set(dir(Channel))
-    actions: dict[str, Action] = {}
+    actions: dict[str, bool] = {}
     hooks: dict[str, list[str]] = {}
     timers: list[tuple[str, float]] = []
     rescuers: list[tuple[tuple[type[BaseException], ...], str]] = []
@@ -185,7 +186,7 @@ def _collect(cls: type[Channel]) -> ChannelSpec:
             elif hasattr(value, _RESCUE):
                 rescuers.append((getattr(value, _RESCUE), name))
             elif not name.startswith("_") and name not in base_names:
-                actions[name] = Action(name, _takes_data(value))
+                actions[name] = _takes_data(value)
     # Hooks of base classes run first, as Rails' callback chains do.
     return ChannelSpec(
         actions, {k: tuple(reversed(v)) for k, v in hooks.items()}, tuple(timers), tuple(rescuers)
@@ -278,17 +279,11 @@ class Channel:
         sub.session.runtime.threadsafe(sub.add_stream, stream, callback, whisper, presence)
 
     def stream_for(
-        self,
-        model: Any,
-        callback: StreamCallback | None = None,
-        *,
-        whisper: bool = False,
-        presence: bool = False,
+        self, model: Any, callback: StreamCallback | None = None, **options: Unpack[StreamOptions]
     ) -> None:
-        """``stream_from(self.broadcasting_for(model), ...)``."""
-        self.stream_from(
-            type(self).broadcasting_for(model), callback, whisper=whisper, presence=presence
-        )
+        """``stream_from(self.broadcasting_for(model), callback, **options)``: the same
+        keywords (``whisper``, ``presence``)."""
+        self.stream_from(type(self).broadcasting_for(model), callback, **options)
 
     def stop_stream_from(self, stream: str) -> None:
         """Stop delivering ``stream`` to this subscriber."""

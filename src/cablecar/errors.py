@@ -50,6 +50,11 @@ class CablecarError(Exception):
 class ProtocolViolation(CablecarError):
     """The client sent something the protocol does not allow."""
 
+    @property
+    def reason(self) -> str:
+        """What the client is told (the exception's message)."""
+        return str(self)
+
 
 class InvalidCommand(ProtocolViolation):
     """A frame that is not a well-formed Action Cable command.

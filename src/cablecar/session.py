@@ -40,7 +40,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import _json, instrumentation
@@ -104,23 +104,6 @@ _REPLAY_AFTER_CONFIRM = 0.02
 
 #: Previous sids remembered per session (``exclude_socket`` across resumes).
 _LINEAGE = 8
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamItem:
-    """A broadcast for a custom ``stream_from`` callback."""
-
-    sub: Subscription
-    callback: StreamCallback
-    message: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _TimerItem:
-    """A ``periodically`` tick."""
-
-    sub: Subscription
-    method: str
 
 
 class _Bucket:
@@ -204,7 +187,7 @@ class Session:
         self._ticks: set[tuple[Subscription, str]] = set()  # timer ticks in the queue
         self.welcomed = False
         #: Speaks the extended protocol (a cable with ``history=True``).
-        self.ext = subprotocol == EXT_SUBPROTOCOL and runtime.store is not None
+        self.ext: bool = subprotocol == EXT_SUBPROTOCOL and runtime.store is not None
         #: This connection's session id (extended protocol), and the ones it resumed.
         self.sid: str | None = None
         self.lineage: tuple[str, ...] = ()
@@ -378,7 +361,7 @@ class Session:
                 # does not read, this connection would grow the server's memory.
                 self.too_slow()
                 return
-            self._enqueue(_StreamItem(sub, callback, message))
+            self._enqueue(partial(self._run_callback, sub, callback, message))
 
     def timer_tick(self, sub: Subscription, method: str) -> None:
         """Run a ``periodically`` method in order with commands (a tick still waiting
@@ -388,7 +371,7 @@ class Session:
             if key in self._ticks:
                 return
             self._ticks.add(key)
-            self._enqueue(_TimerItem(sub, method))
+            self._enqueue(partial(self._tick, sub, method))
 
     def _enqueue(self, item: Any) -> None:
         self._queue.append(item)
@@ -445,21 +428,26 @@ class Session:
             await self._open()
         elif item is _TEARDOWN:
             await self._teardown()
-        elif isinstance(item, _TimerItem):
-            self._ticks.discard((item.sub, item.method))
-            if item.sub.active:
-                await self._call(item.sub, getattr(item.sub.channel, item.method), item.method)
-        elif isinstance(item, _StreamItem):
-            sub = item.sub
-            if not sub.active:
-                return
-            where = f"stream callback for {sub.stream_of(item.callback)!r}"
-            result = await self._call(sub, item.callback, where, item.message)
-            if result is not None:
-                try:
-                    sub.transmit_message(result)
-                except Exception as exc:  # not JSON-serializable, most likely
-                    await self._rescue(sub, exc, where)
+        else:  # a stream callback or a timer tick (see _run_callback, _tick)
+            await item()
+
+    async def _run_callback(
+        self, sub: Subscription, callback: StreamCallback, message: Any
+    ) -> None:
+        if not sub.active:
+            return
+        where = f"stream callback for {sub.stream_of(callback)!r}"
+        result = await self._call(sub, callback, where, message)
+        if result is not None:
+            try:
+                sub.transmit_message(result)
+            except Exception as exc:  # not JSON-serializable, most likely
+                await self._rescue(sub, exc, where)
+
+    async def _tick(self, sub: Subscription, method: str) -> None:
+        self._ticks.discard((sub, method))
+        if sub.active:
+            await self._call(sub, getattr(sub.channel, method), method)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -818,8 +806,8 @@ class Session:
         sub = self._subscription(command.identifier, "message for")
         if sub is None:
             return
-        action = sub.spec.actions.get(command.action)
-        if action is None:
+        takes_data = sub.spec.actions.get(command.action)
+        if takes_data is None:
             self.warn_once(
                 "action_not_allowed",
                 "unable to process %s#%s(%s)",
@@ -828,7 +816,8 @@ class Session:
                 Redacted(command.data, self.runtime.config.filter_parameters),
             )
             return
-        method = getattr(sub.channel, action.name)
+        action = command.action
+        method = getattr(sub.channel, action)
         before = len(sub.streams), next(reversed(sub.streams), None)
         channel = type(sub.channel).__name__
         if logger.isEnabledFor(logging.INFO):
@@ -836,22 +825,22 @@ class Session:
                 "%s: %s#%s(%s)",
                 self,
                 channel,
-                action.name,
+                action,
                 Redacted(command.data, self.runtime.config.filter_parameters, ruby=True),
             )
         started = time.perf_counter()
-        if action.takes_data:
-            await self._call(sub, method, action.name, command.data)
+        if takes_data:
+            await self._call(sub, method, action, command.data)
         else:
-            await self._call(sub, method, action.name)
+            await self._call(sub, method, action)
         duration = time.perf_counter() - started
-        self.runtime.stats.action(channel, action.name, duration)
+        self.runtime.stats.action(channel, action, duration)
         if instrumentation.active("perform_action"):
             instrumentation.emit(
                 "perform_action",
                 {
                     "channel": channel,
-                    "action": action.name,
+                    "action": action,
                     "data": redact(command.data, self.runtime.config.filter_parameters),
                     "duration": duration,
                 },

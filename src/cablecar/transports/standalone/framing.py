@@ -63,7 +63,6 @@ class FrameError(ProtocolViolation):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,6 @@ class HandshakeError(ProtocolViolation):
     def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
         self.status = status
-        self.reason = reason
         self.headers = headers
 
 

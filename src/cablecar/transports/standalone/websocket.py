@@ -524,9 +524,9 @@ class _Socket(asyncio.Protocol):
             self._http_error(408, "request timeout")
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _abort(self) -> None:
         self._closer = None
