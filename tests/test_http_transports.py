@@ -466,7 +466,7 @@ async def test_a_turbo_stream_is_read_without_javascript_as_html_events(
     assert response.status_code == 200
     assert (await events.next())["event"] == "welcome"
     assert (await events.next())["event"] == "confirm_subscription"
-    await turbo.broadcast(server.cable, "board_7", "append", "cards", "<b>new</b>\ncard")
+    await turbo.broadcast(server.cable, "board_7", turbo.append("cards", "<b>new</b>\ncard"))
     event = await events.next()
     assert event["data"] == (
         '<turbo-stream action="append" target="cards"><template>&lt;b&gt;new&lt;/b&gt;\n'

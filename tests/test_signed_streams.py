@@ -207,7 +207,7 @@ async def test_turbo_streams_channel_with_rails_keys(
     foreign = ident("Turbo::StreamsChannel", signed_stream_name=cable.signed_stream_name(name))
     assert (await ws.subscribe(foreign))["type"] == "reject_subscription"
     await turbo.broadcast(
-        cable, ("Z2lkOi8vYXBwL1Jvb20vMQ", "messages"), "append", "messages", "<b>hi</b>"
+        cable, ("Z2lkOi8vYXBwL1Jvb20vMQ", "messages"), turbo.append("messages", "<b>hi</b>")
     )
     html = '<turbo-stream action="append" target="messages"><template>&lt;b&gt;hi&lt;/b&gt;</template></turbo-stream>'
     frames = [await ws.recv_data() for _ in idents]

@@ -82,7 +82,7 @@ def message_html(message_id: int, text: str) -> str:
 async def tick() -> None:
     """A background task: the clock on every page, once a second."""
     while True:
-        await turbo.broadcast(cable, "board", "update", "clock", time.strftime("%H:%M:%S"))
+        await turbo.broadcast(cable, "board", turbo.update("clock", time.strftime("%H:%M:%S")))
         await asyncio.sleep(1)
 
 
@@ -108,9 +108,8 @@ async def post_message(request: Request, text: Annotated[str, Form()]) -> Respon
     if text:
         message_id = next(_ids)
         messages[message_id] = text
-        await turbo.broadcast(
-            cable, "board", "append", "messages", turbo.HTML(message_html(message_id, text))
-        )
+        element = turbo.append("messages", turbo.HTML(message_html(message_id, text)))
+        await turbo.broadcast(cable, "board", element)
     # Answer the form with a Turbo Stream (no redirect, no page load): a fresh form.
     form = templates.get_template("_form.html").render()
     return Response(
@@ -122,7 +121,7 @@ async def post_message(request: Request, text: Annotated[str, Form()]) -> Respon
 @app.post("/messages/{message_id}/delete")
 async def delete_message(message_id: int) -> Response:
     if messages.pop(message_id, None) is not None:
-        await turbo.broadcast(cable, "board", "remove", f"message_{message_id}")
+        await turbo.broadcast(cable, "board", turbo.remove(f"message_{message_id}"))
     return Response(status_code=204)
 
 

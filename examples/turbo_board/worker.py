@@ -17,7 +17,7 @@ from cablecar import Broadcaster, turbo
 def main(text: str) -> None:
     with Broadcaster(os.environ["CABLE_PUBSUB"]) as broadcaster:
         notice = turbo.HTML(f'<li class="notice">{turbo.escape(text)}</li>')
-        turbo.broadcast_sync(broadcaster, "board", "append", "messages", notice)
+        turbo.broadcast_sync(broadcaster, "board", turbo.append("messages", notice))
 
 
 if __name__ == "__main__":

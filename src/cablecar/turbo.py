@@ -12,7 +12,7 @@ Python code broadcasts ``<turbo-stream>`` fragments that Turbo applies to the pa
     # <turbo-cable-stream-source channel="Turbo::StreamsChannel" signed-stream-name="...">
 
     # a view, a worker (a Broadcaster instead of the cable), a script
-    await turbo.broadcast(cable, ("room", 1), "append", "messages", "<li>hi</li>")
+    await turbo.broadcast(cable, ("room", 1), turbo.append("messages", "<li>hi</li>"))
 
 Content is escaped as text unless it is marked as HTML: anything with ``__html__``
 (Jinja2's and MarkupSafe's ``Markup``, Django's ``SafeString``, :class:`HTML`) goes in
@@ -202,50 +202,25 @@ class _Publisher(Protocol):
     def broadcast_sync(self, stream: str, message: Any) -> None: ...
 
 
-def _broadcastable(
-    streamables: Any, action: str, target: str | None, content: Any, targets: str | None,
-    attributes: dict[str, Any],
-) -> tuple[str, str]:  # fmt: skip
-    element = turbo_stream(action, target, content, targets=targets, **attributes)
-    return stream_name(streamables), str(element)
-
-
-async def broadcast(
-    via: _Publisher,
-    streamables: Any,
-    action: str,
-    target: str | None = None,
-    content: Any = None,
-    *,
-    targets: str | None = None,
-    **attributes: Any,
-) -> None:
-    """Broadcast one ``<turbo-stream>`` element (see :func:`turbo_stream`) through ``via``
-    (a :class:`~cablecar.Cable`, or a :class:`~cablecar.Broadcaster` in another process)
-    to the Turbo stream of ``streamables``: a name, or a tuple of parts joined as
-    turbo-rails joins them.
+async def broadcast(via: _Publisher, streamables: Any, element: str) -> None:
+    """Broadcast one ``<turbo-stream>`` element (built by :func:`turbo_stream`,
+    :func:`append`, :func:`remove`, ...) through ``via`` (a :class:`~cablecar.Cable`, or
+    a :class:`~cablecar.Broadcaster` in another process) to the Turbo stream of
+    ``streamables``: a name, or a tuple of parts joined as turbo-rails joins them
+    (turbo-rails' ``broadcast_stream_to``).
 
     Example::
 
-        await turbo.broadcast(cable, ("room", room.id), "append", "messages",
-                              render("message.html", message=m))
+        await turbo.broadcast(cable, ("room", room.id),
+                              turbo.append("messages", render("message.html", message=m)))
     """
-    await via.broadcast(*_broadcastable(streamables, action, target, content, targets, attributes))
+    await via.broadcast(stream_name(streamables), str(element))
 
 
-def broadcast_sync(
-    via: _Publisher,
-    streamables: Any,
-    action: str,
-    target: str | None = None,
-    content: Any = None,
-    *,
-    targets: str | None = None,
-    **attributes: Any,
-) -> None:
+def broadcast_sync(via: _Publisher, streamables: Any, element: str) -> None:
     """:func:`broadcast` from synchronous code: a Django view, a Celery task, a thread
     (``via.broadcast_sync``)."""
-    via.broadcast_sync(*_broadcastable(streamables, action, target, content, targets, attributes))
+    via.broadcast_sync(stream_name(streamables), str(element))
 
 
 def stream_source(signed_stream_name: str, channel: str = TURBO_CHANNEL, **data: Any) -> HTML:
