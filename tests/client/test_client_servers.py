@@ -205,13 +205,16 @@ def test_sync_facade(server: Server) -> None:
 
     tag = unique("sync")
     with connect(server.url) as consumer:
+        assert (consumer.connected, consumer.connections, consumer.closed) == (True, 1, False)
         sub = consumer.subscribe("BenchmarkChannel")
+        assert sub.connected and not sub.reconnected
+        assert sub.identifier == '{"channel":"BenchmarkChannel"}'
         sub.perform("echo", payload=tag)
         while (message := sub.receive(timeout=5))["payload"] != tag:
             pass
         assert message == {"payload": tag, "action": "echo"}
         with pytest.raises(SubscriptionRejected):
             consumer.subscribe("RejectChannel")
-    assert consumer.closed
+    assert consumer.closed and not consumer.connected
     with pytest.raises(ConnectionRejected):
         connect(f"{server.url}?user=reject")

@@ -36,10 +36,39 @@ from .monitor import STALE_THRESHOLD, Backoff, ConnectionMonitor
 from .presence import PresenceError
 from .subscription import Callback, Subscription, SubscriptionClosed
 
-__all__ = ["SUBPROTOCOLS", "Consumer", "connect"]
+__all__ = ["SUBPROTOCOLS", "Consumer", "ConsumerState", "connect"]
 
 
-class Consumer:
+class ConsumerState:
+    """What a consumer shows of its connection, read-only: shared by :class:`Consumer`
+    and its blocking twin :class:`~cablecar.client.sync.SyncConsumer`, which read the
+    same connection."""
+
+    _connection: Connection
+    _closed: asyncio.Event
+
+    @property
+    def connected(self) -> bool:
+        """Whether the socket is open and ``welcome`` has arrived."""
+        return self._connection.welcomed
+
+    @property
+    def closed(self) -> bool:
+        """Whether the consumer has stopped for good (closed here or by the server)."""
+        return self._closed.is_set()
+
+    @property
+    def disconnect_reason(self) -> str | None:
+        """The reason of the ``disconnect`` frame that stopped the consumer for good."""
+        return self._connection.disconnect_reason
+
+    @property
+    def connections(self) -> int:
+        """How many times ``welcome`` arrived (1 + successful reconnects)."""
+        return self._connection.connections
+
+
+class Consumer(ConsumerState):
     """A connection to an Action Cable server and its subscriptions.
 
     Use :func:`connect` to make one. All arguments are keyword-only.
@@ -110,26 +139,6 @@ class Consumer:
         return f"<Consumer {self.url} {state}>"
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether the socket is open and ``welcome`` has arrived."""
-        return self._connection.welcomed
-
-    @property
-    def closed(self) -> bool:
-        """Whether the consumer has stopped for good (closed here or by the server)."""
-        return self._closed.is_set()
-
-    @property
-    def disconnect_reason(self) -> str | None:
-        """The reason of the ``disconnect`` frame that stopped the consumer for good."""
-        return self._connection.disconnect_reason
-
-    @property
-    def connections(self) -> int:
-        """How many times ``welcome`` arrived (1 + successful reconnects)."""
-        return self._connection.connections
 
     @property
     def subscriptions(self) -> list[Subscription]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from cablecar._json import JSON
 
-from .consumer import Consumer
+from .consumer import Consumer, ConsumerState
 from .subscription import Subscription, SubscriptionClosed
 
 __all__ = ["SyncConsumer", "SyncSubscription", "connect"]
@@ -63,14 +63,11 @@ class SyncSubscription:
     def __init__(self, sub: Subscription, runner: _LoopThread) -> None:
         self._sub = sub
         self._runner = runner
+        #: The identifier string sent to the server.
+        self.identifier = sub.identifier
 
     def __repr__(self) -> str:
         return "<Sync" + repr(self._sub)[1:]
-
-    @property
-    def identifier(self) -> str:
-        """The identifier string sent to the server."""
-        return self._sub.identifier
 
     @property
     def connected(self) -> bool:
@@ -117,27 +114,17 @@ class SyncSubscription:
         self._runner.run(self._sub.unsubscribe())
 
 
-class SyncConsumer:
-    """The blocking twin of :class:`~cablecar.client.Consumer`; made by :func:`connect`."""
+class SyncConsumer(ConsumerState):
+    """The blocking twin of :class:`~cablecar.client.Consumer`; made by :func:`connect`.
+    Its state (``connected``, ``closed``, ``disconnect_reason``, ``connections``) is the
+    consumer's (:class:`~cablecar.client.consumer.ConsumerState`)."""
 
     def __init__(self, consumer: Consumer, runner: _LoopThread) -> None:
         self._consumer = consumer
         self._runner = runner
-
-    @property
-    def connected(self) -> bool:
-        """Whether the socket is open and ``welcome`` has arrived."""
-        return self._consumer.connected
-
-    @property
-    def closed(self) -> bool:
-        """Whether the consumer has stopped for good."""
-        return self._consumer.closed
-
-    @property
-    def disconnect_reason(self) -> str | None:
-        """The reason of the ``disconnect`` frame that stopped the consumer for good."""
-        return self._consumer.disconnect_reason
+        # ConsumerState's properties read the same connection as the consumer's.
+        self._connection = consumer._connection
+        self._closed = consumer._closed
 
     def subscribe(
         self, channel: str, params: Mapping[str, JSON] | None = None, **fields: JSON

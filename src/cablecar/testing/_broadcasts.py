@@ -48,16 +48,9 @@ class RecordingPubSub:
     async def close(self) -> None:
         await self.adapter.close()
 
-    @property
-    def connected(self) -> bool:
-        return self.adapter.connected
-
-    @property
-    def reconnects(self) -> int:
-        return self.adapter.reconnects
-
     def __getattr__(self, name: str) -> Any:
-        # Adapter-specific attributes (``channel_prefix``, ...) read through.
+        # Every other attribute reads through: ``connected`` and ``reconnects`` (the
+        # PubSub protocol's), adapter-specific ones (``channel_prefix``, ...).
         adapter = self.__dict__.get("adapter")
         if adapter is None:
             raise AttributeError(name)

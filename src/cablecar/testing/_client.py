@@ -208,6 +208,7 @@ class TestConnection:
         tester: the :class:`~cablecar.testing.ChannelTester` that made it.
         session: the server's :class:`~cablecar.session.Session` for this client.
         sink: the :class:`~cablecar.testing.RecordingSink` the server writes to.
+        request: the :class:`~cablecar.Request` the connection was opened with.
     """
 
     __test__ = False  # not a pytest test class
@@ -216,6 +217,7 @@ class TestConnection:
         self.tester = tester
         self.session = session
         self.sink = sink
+        self.request: Request = session.request
         self.subscriptions: list[TestSubscription] = []
 
     # -- state --------------------------------------------------------------------------
@@ -232,11 +234,6 @@ class TestConnection:
     def identifiers(self) -> dict[str, Any]:
         """The ``identified_by`` attributes and their values."""
         return self.connection.identifiers
-
-    @property
-    def request(self) -> Request:
-        """The :class:`~cablecar.Request` the connection was opened with."""
-        return self.session.request
 
     @property
     def frames(self) -> list[Any]:
