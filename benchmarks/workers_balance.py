@@ -464,16 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", help="also append the JSON line to this file")
     a = ap.parse_args(argv)
+    # Every other option is the keyword argument of its name, as in _common.scenario_main.
+    options = {k: v for k, v in vars(a).items() if k not in ("quick", "out")}
     if a.quick:
-        a.clients = 2000
-    r = run_balance(
-        a.clients,
-        broadcasts=a.broadcasts,
-        rounds=a.rounds,
-        size=a.size,
-        concurrency=a.concurrency,
-        source=a.source,
-    )
+        options["clients"] = 2000
+    r = run_balance(**options)
     emit(r, a.out)
     print("\n" + table(r), flush=True)
     return 0 if r["complete"] else 1

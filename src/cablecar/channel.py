@@ -4,21 +4,24 @@ Example::
 
     from cablecar import Channel
 
-    class ChatChannel(Channel):
-        async def subscribed(self):
-            if not self.params.get("room"):
-                self.reject()
+    class RoomChannel(Channel):
+        async def subscribed(self):           # {"channel": "RoomChannel", "room": 7}
+            room = await rooms.get(self.params.get("room"))
+            if room is None or self.current_user not in room.members:
+                self.reject()                 # the client gets reject_subscription
                 return
-            self.stream_from(f"chat_{self.params['room']}")
+            self.room = room
+            self.stream_for(room)             # RoomChannel.broadcast_to(room, ...) reaches it
 
         async def speak(self, data):          # {"action": "speak", "body": "hi"}
-            await self.cable.broadcast(f"chat_{self.params['room']}",
-                                       {"from": self.current_user, "body": data["body"]})
+            await RoomChannel.broadcast_to(self.room, {"from": self.current_user,
+                                                       "body": data["body"]})
 
 Every public method defined on the user's class (not on :class:`Channel`, not
 starting with ``_``, not a callback or timer) is an action a client may perform. That
 is why the base class keeps its public namespace small, and why broadcasting goes
-through ``self.cable.broadcast``: ``broadcast`` and ``echo`` stay free as action names.
+through ``broadcast_to`` or ``self.cable.broadcast``: ``broadcast`` and ``echo`` stay
+free as action names.
 """
 
 from __future__ import annotations

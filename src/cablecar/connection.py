@@ -8,10 +8,11 @@ Example::
         identified_by = ("current_user",)
 
         async def connect(self):
-            user = self.request.query.get("user")
-            if not user:
-                self.reject_unauthorized()
-            self.current_user = user
+            # The web app's login cookie, as a Rails connection reads cookies.encrypted.
+            user = await users.for_session(self.request.cookies.get("session"))
+            if user is None:
+                self.reject_unauthorized()  # disconnect "unauthorized", no reconnect
+            self.current_user = user  # self.current_user in every channel of this client
 """
 
 from __future__ import annotations
