@@ -223,6 +223,7 @@ def run_conformance_suite(
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     output = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, output
+    print(f"conformance suite, {type(server).__name__} at {server.url}: {last}")  # pytest -rP
     passed, _, rest = last.partition(" passed, ")
     assert rest == "0 failed" and int(passed) >= 50, output
 
