@@ -43,30 +43,10 @@ __all__ = [
     "Listener",
     "ListeningAdapter",
     "StallWatch",
-    "prefix_for",
-    "redact_url",
-    "safe_deliver",
 ]
 
 C = TypeVar("C")
 K = TypeVar("K", bound=Hashable)
-
-
-def prefix_for(channel_prefix: str | None) -> str:
-    """What goes before a stream name in the service: ``"<prefix>:"`` or nothing."""
-    return f"{channel_prefix}:" if channel_prefix else ""
-
-
-def safe_deliver(
-    handler: MessageHandler | None, stream: str, payload: bytes, logger: logging.Logger
-) -> None:
-    """Call the cable's handler; an exception is logged, never raised into the listener."""
-    if handler is None:
-        return
-    try:
-        handler(stream, payload)
-    except Exception:
-        logger.exception("message handler failed for stream %r", stream)
 
 
 @dataclass(eq=False, repr=False)
@@ -90,7 +70,8 @@ class BrokerAdapter:
 
     def __post_init__(self) -> None:
         self._where = redact_url(self.url)
-        self._prefix = prefix_for(self.channel_prefix)
+        #: What goes before a stream name in the service: ``"<prefix>:"`` or nothing.
+        self._prefix = f"{self.channel_prefix}:" if self.channel_prefix else ""
         self._on_message: MessageHandler | None = None
         self._closed = False
 
@@ -103,8 +84,15 @@ class BrokerAdapter:
             raise AdapterError(f"the {self.service} adapter is closed")
 
     def _deliver(self, stream: str, payload: bytes) -> None:
-        """Hand a message on ``stream`` to the cable (see :func:`safe_deliver`)."""
-        safe_deliver(self._on_message, stream, payload, self._logger)
+        """Hand a message on ``stream`` to the cable; an exception is logged, never
+        raised into the listener."""
+        handler = self._on_message
+        if handler is None:
+            return
+        try:
+            handler(stream, payload)
+        except Exception:
+            self._logger.exception("message handler failed for stream %r", stream)
 
 
 class Listener(Generic[C]):
